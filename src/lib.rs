@@ -1,0 +1,13 @@
+//! itnio-otp-grpc: the ITNIO Tech OTP REST API behind a typed gRPC API.
+//!
+//! ```text
+//!  gRPC caller ──► server (tonic: health, reflection, 5 services)
+//!                    └─► service/*   thin adapters: request ─► convert ─► upstream ─► convert ─► response
+//!                          ├─► convert/*   proto ⇄ wire, validation with field violations
+//!                          └─► upstream/*  the signed REST client (one choke point), wire types, status codes
+//!                                 └─► HTTPS ─► ITNIO (or the in-process sandbox over loopback HTTP)
+//!  sandbox/*  an emulator of the whole ITNIO OTP API; shares no types with upstream/
+//!  error.rs   the one place upstream and validation failures become gRPC statuses
+//! ```
+
+pub mod proto;
