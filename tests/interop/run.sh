@@ -37,7 +37,10 @@ say "tools: python3 -m venv .venv; pip install -r tests/interop/requirements.txt
 say "tools: npm ci"
 # The lock is complete only where the registry serves every platform's optional buf binary;
 # where it is not, npm ci refuses and npm install (same pinned versions, lock untouched) is used.
-npm ci --no-audit --no-fund || { echo "npm ci failed; falling back to npm install --no-save"; npm install --no-save --no-audit --no-fund; }
+if ! npm ci --no-audit --no-fund >"$logs/npm-ci.log" 2>&1; then
+  echo "npm ci refused (log: $logs/npm-ci.log); npm install --no-save"
+  npm install --no-save --no-audit --no-fund
+fi
 export PATH="$repo/.venv/bin:$repo/node_modules/.bin:$PATH"
 
 step buf tests/interop/buf.sh
