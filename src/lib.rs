@@ -10,4 +10,12 @@
 //!  error.rs   the one place upstream and validation failures become gRPC statuses
 //! ```
 
+pub mod config;
+pub mod convert;
+pub mod error;
 pub mod proto;
+pub mod sandbox;
+pub mod server;
+pub mod service;
+pub mod upstream;
+pub mod watch;

@@ -1,0 +1,159 @@
+//! Task flows: `CreateFlow`/`UpdateFlow` requests to `/flow/*` bodies, and back.
+
+use crate::{
+    error::ServiceError,
+    proto::v1::{self as pb, Channel, FlowTrigger},
+    upstream as wire,
+};
+
+use super::{Violations, channel_from_wire};
+
+/// Checks a `CreateFlow` request and builds the `/flow/add` body.
+pub fn create_request(req: &pb::CreateFlowRequest) -> Result<wire::FlowRequest, ServiceError> {
+    let mut v = Violations::default();
+    let body = flow_body(&mut v, None, &req.name, &req.nodes);
+    v.finish(body)
+}
+
+/// Checks an `UpdateFlow` request and builds the `/flow/update/{flowId}` body.
+pub fn update_request(req: &pb::UpdateFlowRequest) -> Result<wire::FlowRequest, ServiceError> {
+    let mut v = Violations::default();
+    v.numeric_id("flow_id", &req.flow_id);
+    let body = flow_body(
+        &mut v,
+        Some(req.flow_id.trim().to_owned()),
+        &req.name,
+        &req.nodes,
+    );
+    v.finish(body)
+}
+
+/// Checks a `GetFlow` request.
+pub fn get_request(req: &pb::GetFlowRequest) -> Result<(), ServiceError> {
+    let mut v = Violations::default();
+    v.numeric_id("flow_id", &req.flow_id);
+    v.finish(())
+}
+
+fn flow_body(
+    v: &mut Violations,
+    flow_id: Option<String>,
+    name: &str,
+    nodes: &[pb::FlowNode],
+) -> wire::FlowRequest {
+    v.text("name", name, 4..=32);
+    if nodes.is_empty() {
+        v.add("nodes", "at least one node is required");
+    }
+    let flow = nodes
+        .iter()
+        .enumerate()
+        .map(|(index, node)| node_to_wire(v, index, node))
+        .collect();
+    wire::FlowRequest {
+        flow_id,
+        name: name.to_owned(),
+        flow,
+    }
+}
+
+fn node_to_wire(v: &mut Violations, index: usize, node: &pb::FlowNode) -> wire::FlowNode {
+    let field = |name: &str| format!("nodes[{index}].{name}");
+    if node.waiting_time_seconds == 0 {
+        v.add(field("waiting_time_seconds"), "is required");
+    } else {
+        v.range(
+            &field("waiting_time_seconds"),
+            Some(node.waiting_time_seconds),
+            30..=120,
+        );
+    }
+    let status = match FlowTrigger::try_from(node.trigger) {
+        Ok(FlowTrigger::Unspecified) | Err(_) => {
+            v.add(field("trigger"), "must be SEND_FAILED or NOT_VERIFIED");
+            0
+        }
+        Ok(trigger) => trigger as i32,
+    };
+    let channel = match Channel::try_from(node.channel) {
+        Ok(Channel::Sms) => "sms",
+        Ok(Channel::Call) => "call",
+        _ => {
+            v.add(field("channel"), "must be CHANNEL_SMS or CHANNEL_CALL");
+            ""
+        }
+    };
+    wire::FlowNode {
+        waiting_time: node.waiting_time_seconds,
+        status,
+        channel: channel.to_owned(),
+        channel_cut: Some(i32::from(node.channel_cut)),
+    }
+}
+
+/// The upstream flow as proto.
+pub fn from_wire(flow: wire::Flow) -> pb::Flow {
+    pb::Flow {
+        flow_id: flow.flow_id,
+        name: flow.name,
+        nodes: flow.flow.into_iter().map(node_from_wire).collect(),
+    }
+}
+
+fn node_from_wire(node: wire::FlowNode) -> pb::FlowNode {
+    pb::FlowNode {
+        waiting_time_seconds: node.waiting_time,
+        trigger: FlowTrigger::try_from(node.status).unwrap_or(FlowTrigger::Unspecified) as i32,
+        channel: channel_from_wire(Some(&node.channel)) as i32,
+        channel_cut: node.channel_cut == Some(1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_are_checked_one_by_one() {
+        let err = create_request(&pb::CreateFlowRequest {
+            name: "fallback".into(),
+            nodes: vec![
+                pb::FlowNode {
+                    waiting_time_seconds: 30,
+                    trigger: FlowTrigger::SendFailed as i32,
+                    channel: Channel::Call as i32,
+                    channel_cut: false,
+                },
+                pb::FlowNode {
+                    waiting_time_seconds: 121,
+                    trigger: 0,
+                    channel: Channel::Sna as i32,
+                    channel_cut: true,
+                },
+            ],
+        })
+        .expect_err("invalid");
+        let ServiceError::InvalidArgument(list) = err else {
+            panic!("expected invalid argument");
+        };
+        let fields: Vec<_> = list.iter().map(|f| f.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "nodes[1].waiting_time_seconds",
+                "nodes[1].trigger",
+                "nodes[1].channel"
+            ]
+        );
+    }
+
+    #[test]
+    fn empty_flow_is_rejected() {
+        let err = create_request(&pb::CreateFlowRequest {
+            name: "fallback".into(),
+            nodes: vec![],
+        })
+        .expect_err("invalid");
+        assert!(matches!(err, ServiceError::InvalidArgument(list) if list[0].field == "nodes"));
+    }
+}

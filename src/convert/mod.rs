@@ -1,0 +1,251 @@
+//! Proto ⇄ upstream wire conversion, with validation of every documented constraint.
+//!
+//! Each `*_request` function checks a whole gRPC request and either returns the wire request or
+//! every bad field at once (as [`ServiceError::InvalidArgument`]), so nothing invalid reaches
+//! ITNIO. Each `*_from_wire` function turns a leniently decoded upstream reply into proto.
+//! Descriptions say what the constraint is and never echo the value (it may be a phone number
+//! or a code).
+
+pub mod apps;
+pub mod flows;
+pub mod records;
+pub mod templates;
+pub mod verifications;
+
+use std::ops::RangeInclusive;
+
+use chrono::DateTime;
+use prost_types::Timestamp;
+
+use crate::{
+    error::{FieldViolation, ServiceError},
+    proto::v1::Channel,
+};
+
+/// Collects field violations while a request is checked.
+#[derive(Debug, Default)]
+pub struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    /// Records one bad field.
+    pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        self.0.push(FieldViolation {
+            field: field.into(),
+            description: description.into(),
+        });
+    }
+
+    /// `Ok(value)` when nothing was recorded, else every violation.
+    pub fn finish<T>(self, value: T) -> Result<T, ServiceError> {
+        if self.0.is_empty() {
+            Ok(value)
+        } else {
+            Err(ServiceError::InvalidArgument(self.0))
+        }
+    }
+
+    /// Checks a required string's length in characters.
+    pub fn text(&mut self, field: &str, value: &str, chars: RangeInclusive<usize>) {
+        let count = value.chars().count();
+        if value.trim().is_empty() && *chars.start() > 0 {
+            self.add(field, "is required");
+        } else if !chars.contains(&count) {
+            let (min, max) = (chars.start(), chars.end());
+            self.add(field, format!("must be {min}–{max} characters"));
+        }
+    }
+
+    /// Checks that a required id is present.
+    pub fn required(&mut self, field: &str, value: &str) {
+        if value.trim().is_empty() {
+            self.add(field, "is required");
+        }
+    }
+
+    /// Checks an optional integer against its documented range.
+    pub fn range<T>(&mut self, field: &str, value: Option<T>, allowed: RangeInclusive<T>)
+    where
+        T: PartialOrd + std::fmt::Display + Copy,
+    {
+        if let Some(value) = value
+            && !allowed.contains(&value)
+        {
+            let (min, max) = (allowed.start(), allowed.end());
+            self.add(field, format!("must be between {min} and {max}"));
+        }
+    }
+
+    /// Parses a required decimal id (templateId and flowId are integers upstream).
+    pub fn numeric_id(&mut self, field: &str, value: &str) -> Option<i64> {
+        if value.trim().is_empty() {
+            self.add(field, "is required");
+            return None;
+        }
+        self.optional_numeric_id(field, value)
+    }
+
+    /// Parses an optional decimal id; empty means absent.
+    pub fn optional_numeric_id(&mut self, field: &str, value: &str) -> Option<i64> {
+        let value = value.trim();
+        if value.is_empty() {
+            return None;
+        }
+        match value.parse::<i64>() {
+            Ok(id) if id > 0 => Some(id),
+            _ => {
+                self.add(field, "must be a positive decimal id");
+                None
+            }
+        }
+    }
+
+    /// Normalises a phone number (E.164 with `+`, spaces, dashes allowed) to 10–14 digits.
+    pub fn phone(&mut self, field: &str, value: &str, required: bool) -> Option<String> {
+        if value.trim().is_empty() {
+            if required {
+                self.add(field, "is required");
+            }
+            return None;
+        }
+        match normalize_phone(value) {
+            Some(digits) => Some(digits),
+            None => {
+                self.add(
+                    field,
+                    "must be country code + number, 10–14 digits (\"+\", spaces and dashes allowed)",
+                );
+                None
+            }
+        }
+    }
+
+    /// Checks an optional caller reference: at most 64 characters; empty means absent.
+    pub fn order_id(&mut self, field: &str, value: &str) -> Option<String> {
+        if value.is_empty() {
+            return None;
+        }
+        if value.chars().count() > 64 {
+            self.add(field, "must be at most 64 characters");
+        }
+        Some(value.to_owned())
+    }
+
+    /// Maps a proto channel to the wire name; `allowed` lists what this field takes.
+    pub fn channel(&mut self, field: &str, value: i32, allowed: &[Channel]) -> Option<String> {
+        match Channel::try_from(value) {
+            Ok(Channel::Unspecified) => None,
+            Ok(channel) if allowed.contains(&channel) => Some(channel_to_wire(channel).to_owned()),
+            _ => {
+                let names: Vec<&str> = allowed.iter().map(|c| c.as_str_name()).collect();
+                self.add(field, format!("must be one of {}", names.join(", ")));
+                None
+            }
+        }
+    }
+}
+
+/// Digits only, if the number has 10–14 digits and nothing but `+`, spaces, dashes, dots, brackets.
+pub fn normalize_phone(value: &str) -> Option<String> {
+    let trimmed = value.trim();
+    let body = trimmed.strip_prefix('+').unwrap_or(trimmed);
+    let mut digits = String::with_capacity(body.len());
+    for ch in body.chars() {
+        match ch {
+            '0'..='9' => digits.push(ch),
+            ' ' | '-' | '.' | '(' | ')' => {}
+            _ => return None,
+        }
+    }
+    (10..=14).contains(&digits.len()).then_some(digits)
+}
+
+/// Every channel a send may use.
+pub const SEND_CHANNELS: &[Channel] = &[Channel::Sms, Channel::Call, Channel::Sna];
+
+/// The wire name of a channel.
+pub fn channel_to_wire(channel: Channel) -> &'static str {
+    match channel {
+        Channel::Call => "call",
+        Channel::Sna => "sna",
+        Channel::Sms | Channel::Unspecified => "sms",
+    }
+}
+
+/// A wire channel name as proto; unknown or absent names are `Unspecified`.
+pub fn channel_from_wire(channel: Option<&str>) -> Channel {
+    match channel.map(str::to_ascii_lowercase).as_deref() {
+        Some("sms") => Channel::Sms,
+        Some("call") => Channel::Call,
+        Some("sna") => Channel::Sna,
+        _ => Channel::Unspecified,
+    }
+}
+
+/// Parses an ISO-8601 upstream time; unreadable or absent times become `None`.
+pub fn timestamp_from_wire(value: Option<&str>) -> Option<Timestamp> {
+    let parsed = DateTime::parse_from_rfc3339(value?.trim()).ok()?;
+    Some(Timestamp {
+        seconds: parsed.timestamp(),
+        nanos: i32::try_from(parsed.timestamp_subsec_nanos()).unwrap_or(0),
+    })
+}
+
+/// A proto timestamp as a UTC date-time, if it is in range.
+pub fn timestamp_to_datetime(value: &Timestamp) -> Option<DateTime<chrono::Utc>> {
+    let nanos = u32::try_from(value.nanos).ok()?;
+    DateTime::from_timestamp(value.seconds, nanos)
+}
+
+/// `Some(value)` unless it is empty.
+pub fn non_empty(value: &str) -> Option<String> {
+    (!value.is_empty()).then(|| value.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phone_numbers_are_normalised_to_digits() {
+        assert_eq!(
+            normalize_phone("+86 135-1234-5678").as_deref(),
+            Some("8613512345678")
+        );
+        assert_eq!(
+            normalize_phone("91856321412").as_deref(),
+            Some("91856321412")
+        );
+        assert_eq!(
+            normalize_phone("+1 (555) 010-9999").as_deref(),
+            Some("15550109999")
+        );
+        assert_eq!(normalize_phone("123456789"), None);
+        assert_eq!(normalize_phone("123456789012345"), None);
+        assert_eq!(normalize_phone("91856x21412"), None);
+    }
+
+    #[test]
+    fn upstream_times_with_offsets_parse() {
+        let ts = timestamp_from_wire(Some("2022-07-12T13:39:45+08:00")).expect("parses");
+        assert_eq!(ts.seconds, 1_657_604_385);
+        assert_eq!(timestamp_from_wire(Some("yesterday")), None);
+        assert_eq!(timestamp_from_wire(None), None);
+    }
+
+    #[test]
+    fn violations_collect_every_field() {
+        let mut v = Violations::default();
+        v.text("name", "abc", 4..=32);
+        v.range("code_expiry_minutes", Some(61), 1..=60);
+        v.numeric_id("template_id", "x1");
+        v.channel("channel", 99, SEND_CHANNELS);
+        let Err(ServiceError::InvalidArgument(list)) = v.finish(()) else {
+            panic!("expected violations");
+        };
+        let fields: Vec<_> = list.iter().map(|f| f.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["name", "code_expiry_minutes", "template_id", "channel"]
+        );
+    }
+}

@@ -1,0 +1,302 @@
+//! Sending and checking codes, and conversion reports: gRPC requests to `/verification/*`,
+//! `/postback/backfill` and `/backfillRate` bodies, and the replies back.
+
+use prost_types::Timestamp;
+
+use crate::{
+    error::ServiceError,
+    proto::v1::{self as pb, MatchState},
+    upstream as wire,
+};
+
+use super::{SEND_CHANNELS, Violations, channel_from_wire, timestamp_to_datetime};
+
+/// The reply of send, sendRule and resend, before it is put in each RPC's response.
+pub struct Sent {
+    /// The new verification id.
+    pub verification_id: String,
+    /// Digits the code went to.
+    pub phone_number: String,
+    /// Channel used.
+    pub channel: i32,
+    /// SNA URL, when the channel is SNA.
+    pub sna_url: String,
+}
+
+/// Checks a `SendVerification` request and builds the `/verification/send` body.
+pub fn send_request(req: &pb::SendVerificationRequest) -> Result<wire::SendRequest, ServiceError> {
+    let mut v = Violations::default();
+    v.text("app_id", &req.app_id, 4..=32);
+    let template_id = v.numeric_id("template_id", &req.template_id);
+    let body = wire::SendRequest {
+        app_id: req.app_id.clone(),
+        template_id,
+        code: None,
+        flow_id: v.optional_numeric_id("flow_id", &req.flow_id),
+        to: v
+            .phone("phone_number", &req.phone_number, true)
+            .unwrap_or_default(),
+        channel: v.channel("channel", req.channel, SEND_CHANNELS),
+        order_id: v.order_id("order_id", &req.order_id),
+    };
+    v.finish(body)
+}
+
+/// Checks a `SendCustomCode` request and builds the `/verification/sendRule` body.
+pub fn send_custom_code_request(
+    req: &pb::SendCustomCodeRequest,
+) -> Result<wire::SendRequest, ServiceError> {
+    let mut v = Violations::default();
+    v.text("app_id", &req.app_id, 4..=32);
+    let template_id = v.optional_numeric_id("template_id", &req.template_id);
+    v.text("code", &req.code, 1..=10);
+    let body = wire::SendRequest {
+        app_id: req.app_id.clone(),
+        template_id,
+        code: Some(req.code.clone()),
+        flow_id: v.optional_numeric_id("flow_id", &req.flow_id),
+        to: v
+            .phone("phone_number", &req.phone_number, true)
+            .unwrap_or_default(),
+        channel: v.channel("channel", req.channel, SEND_CHANNELS),
+        order_id: v.order_id("order_id", &req.order_id),
+    };
+    v.finish(body)
+}
+
+/// Checks a `ResendVerification` request and builds the `/verification/resend` body.
+pub fn resend_request(
+    req: &pb::ResendVerificationRequest,
+) -> Result<wire::ResendRequest, ServiceError> {
+    let mut v = Violations::default();
+    v.required("verification_id", &req.verification_id);
+    let body = wire::ResendRequest {
+        verification_id: req.verification_id.clone(),
+        channel: v.channel("channel", req.channel, SEND_CHANNELS),
+    };
+    v.finish(body)
+}
+
+/// Checks a `CheckVerification` request and builds the `/verification/verify` body.
+pub fn check_request(
+    req: &pb::CheckVerificationRequest,
+) -> Result<wire::CheckRequest, ServiceError> {
+    let mut v = Violations::default();
+    v.required("verification_id", &req.verification_id);
+    v.text("code", &req.code, 4..=10);
+    v.finish(wire::CheckRequest {
+        verification_id: req.verification_id.clone(),
+        code: req.code.clone(),
+    })
+}
+
+/// Checks a `ReportConversion` request and builds the `/postback/backfill` body.
+pub fn conversion_request(
+    req: &pb::ReportConversionRequest,
+) -> Result<wire::ConversionReport, ServiceError> {
+    let mut v = Violations::default();
+    v.required("app_id", &req.app_id);
+    v.required("verification_id", &req.verification_id);
+    let number = v.phone("phone_number", &req.phone_number, false);
+    let time =
+        required_time(&mut v, "time", req.time.as_ref()).map(|t| t.timestamp_millis().to_string());
+    v.finish(wire::ConversionReport {
+        app_id: req.app_id.clone(),
+        verification_id: req.verification_id.clone(),
+        number,
+        time: time.unwrap_or_default(),
+    })
+}
+
+/// Checks a `ReportConversionRate` request and builds the `/backfillRate` body.
+pub fn conversion_rate_request(
+    req: &pb::ReportConversionRateRequest,
+) -> Result<wire::ConversionRateReport, ServiceError> {
+    let mut v = Violations::default();
+    v.text("app_id", &req.app_id, 4..=32);
+    let mcc = req.mcc.trim();
+    if mcc.is_empty() || mcc.len() > 3 || !mcc.bytes().all(|b| b.is_ascii_digit()) {
+        v.add("mcc", "must be a mobile country code of 1–3 digits");
+    }
+    if !is_percentage(&req.rate_percent) {
+        v.add(
+            "rate_percent",
+            "must be a decimal from 0 to 100 with at most two decimals",
+        );
+    }
+    let callback_time = required_time(&mut v, "callback_time", req.callback_time.as_ref())
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, false));
+    v.finish(wire::ConversionRateReport {
+        app_id: req.app_id.clone(),
+        mcc: mcc.to_owned(),
+        backfill_number: req.conversion_count.map(|n| n.to_string()),
+        backfill_cardinal_number: req.base_count.map(|n| n.to_string()),
+        backfill_now: req.rate_percent.trim().to_owned(),
+        callback_time: callback_time.unwrap_or_default(),
+    })
+}
+
+fn required_time(
+    v: &mut Violations,
+    field: &str,
+    value: Option<&Timestamp>,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    let Some(value) = value else {
+        v.add(field, "is required");
+        return None;
+    };
+    let parsed = timestamp_to_datetime(value);
+    if parsed.is_none() {
+        v.add(field, "is not a valid timestamp");
+    }
+    parsed
+}
+
+/// A decimal 0–100 with at most two decimals, e.g. "0", "12.5", "100.00".
+fn is_percentage(value: &str) -> bool {
+    let value = value.trim();
+    let (whole, fraction) = value.split_once('.').unwrap_or((value, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    let well_formed = !whole.is_empty()
+        && whole.len() <= 3
+        && digits(whole)
+        && digits(fraction)
+        && fraction.len() <= 2
+        && !(value.contains('.') && fraction.is_empty());
+    well_formed
+        && value
+            .parse::<f64>()
+            .is_ok_and(|rate| (0.0..=100.0).contains(&rate))
+}
+
+/// The reply of a send, sendRule or resend.
+pub fn sent_from_wire(sent: wire::Sent) -> Sent {
+    Sent {
+        verification_id: sent.verification_id,
+        phone_number: sent.to.unwrap_or_default(),
+        channel: channel_from_wire(sent.channel.as_deref()) as i32,
+        sna_url: sent.sna_url.unwrap_or_default(),
+    }
+}
+
+/// The reply of a verify call.
+pub fn check_from_wire(
+    result: wire::CheckResult,
+    requested_id: &str,
+) -> pb::CheckVerificationResponse {
+    pb::CheckVerificationResponse {
+        verification_id: result
+            .verification_id
+            .unwrap_or_else(|| requested_id.to_owned()),
+        phone_number: result.to.unwrap_or_default(),
+        channel: channel_from_wire(result.channel.as_deref()) as i32,
+        match_state: match_state_from_wire(result.matched) as i32,
+    }
+}
+
+/// Upstream `matched` as proto.
+pub fn match_state_from_wire(matched: Option<i32>) -> MatchState {
+    match matched {
+        Some(-1) => MatchState::NotVerified,
+        Some(0) => MatchState::Matched,
+        Some(1) => MatchState::Sending,
+        Some(2) => MatchState::WrongCode,
+        Some(3) => MatchState::NotFound,
+        Some(4) => MatchState::AlreadyUsed,
+        Some(5) => MatchState::Expired,
+        _ => MatchState::Unspecified,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(err: ServiceError) -> Vec<String> {
+        match err {
+            ServiceError::InvalidArgument(list) => list.into_iter().map(|f| f.field).collect(),
+            other => panic!("expected invalid argument, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn send_normalises_the_phone_number() {
+        let body = send_request(&pb::SendVerificationRequest {
+            app_id: "mRELxtHc".into(),
+            template_id: "455".into(),
+            phone_number: "+91 856-321-412".into(),
+            ..Default::default()
+        })
+        .expect("valid");
+        assert_eq!(body.to, "91856321412");
+        assert_eq!(body.template_id, Some(455));
+        assert_eq!(body.channel, None);
+    }
+
+    #[test]
+    fn send_reports_each_bad_field() {
+        let err = send_request(&pb::SendVerificationRequest {
+            app_id: "abc".into(),
+            template_id: String::new(),
+            flow_id: "one".into(),
+            phone_number: "12345".into(),
+            channel: 42,
+            order_id: "x".repeat(65),
+        })
+        .expect_err("invalid");
+        assert_eq!(
+            fields(err),
+            [
+                "app_id",
+                "template_id",
+                "flow_id",
+                "phone_number",
+                "channel",
+                "order_id"
+            ]
+        );
+    }
+
+    #[test]
+    fn custom_code_and_check_lengths_differ() {
+        let ok = send_custom_code_request(&pb::SendCustomCodeRequest {
+            app_id: "mRELxtHc".into(),
+            code: "1".into(),
+            phone_number: "91856321412".into(),
+            ..Default::default()
+        });
+        assert!(ok.is_ok());
+        let err = check_request(&pb::CheckVerificationRequest {
+            verification_id: "22206051443051000003".into(),
+            code: "123".into(),
+        })
+        .expect_err("too short");
+        assert_eq!(fields(err), ["code"]);
+    }
+
+    #[test]
+    fn percentages_have_at_most_two_decimals() {
+        for ok in ["0", "10", "12.5", "99.99", "100", "100.00"] {
+            assert!(is_percentage(ok), "{ok}");
+        }
+        for bad in ["", "-1", "100.01", "12.345", "1e2", "abc", "12.", ".5"] {
+            assert!(!is_percentage(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn conversion_time_is_sent_in_milliseconds() {
+        let body = conversion_request(&pb::ReportConversionRequest {
+            app_id: "mRELxtHc".into(),
+            verification_id: "22206051443051000003".into(),
+            phone_number: String::new(),
+            time: Some(Timestamp {
+                seconds: 1_681_184_764,
+                nanos: 0,
+            }),
+        })
+        .expect("valid");
+        assert_eq!(body.time, "1681184764000");
+        assert_eq!(body.number, None);
+    }
+}

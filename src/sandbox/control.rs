@@ -1,0 +1,59 @@
+//! The unsigned `/_sandbox/` endpoints that let out-of-process tests inject statuses and
+//! read request counters.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::state::Shared;
+use super::traffic::ENDPOINTS;
+
+/// The control routes, to be merged outside the API gate.
+pub fn routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/_sandbox/inject", post(inject))
+        .route("/_sandbox/stats", get(stats))
+}
+
+#[derive(Debug, Deserialize)]
+struct InjectRequest {
+    endpoint: String,
+    status: String,
+    #[serde(default = "one")]
+    times: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// `POST /_sandbox/inject`; an endpoint that is not one of the 19 is a 400, so typos show.
+async fn inject(State(shared): State<Arc<Shared>>, Json(request): Json<InjectRequest>) -> Response {
+    if !ENDPOINTS.contains(&request.endpoint.as_str()) {
+        let error = format!(
+            "unknown endpoint {:?}; expected one of {ENDPOINTS:?}",
+            request.endpoint
+        );
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"ok": false, "error": error})),
+        )
+            .into_response();
+    }
+    shared
+        .traffic()
+        .inject(&request.endpoint, &request.status, request.times);
+    Json(json!({"ok": true})).into_response()
+}
+
+/// `GET /_sandbox/stats`.
+async fn stats(State(shared): State<Arc<Shared>>) -> Response {
+    let traffic = shared.traffic();
+    Json(json!({"total": traffic.total(), "byEndpoint": traffic.by_endpoint()})).into_response()
+}

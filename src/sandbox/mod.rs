@@ -1,0 +1,199 @@
+//! An in-memory, stateful emulator of the ITNIO Tech OTP REST API, served over real HTTP.
+//!
+//! All 19 documented endpoints answer like the vendor: HTTP 200, the `{"status","reason","data"}`
+//! envelope with `status` as a string, MD5-signed headers (`Api-Key`, `Timestamp`, `Sign`),
+//! lenient inputs (numbers as strings, `null` as absent, unknown fields ignored) and the
+//! documented validation (-22), uniqueness (-20), not-found (-24) and period limits (-27/-28).
+//! It shares no types with the REST client; the two meet only at the wire format.
+//!
+//! ## Time
+//! Deliveries and task flows unfold over time and are computed lazily whenever a record is
+//! read or a code is checked; there are no background tasks. Emulated durations (delivery
+//! progress, flow `waitingTime`, code expiry) are divided by [`SandboxConfig::speed`];
+//! reported timestamps are real wall-clock times (`+08:00`, like the vendor's examples).
+//! Period send limits use real time, unscaled.
+//!
+//! Delivery timeline of one attempt (seconds ÷ speed):
+//! - SMS: submitted at 0 (`status` -1, sending), `sendTm` at 2, `doneTm` at 4 with `status` 0
+//!   (`reason` "success") or 1 (`reason` "failed").
+//! - Call: `submitTime`/`callTime` at 0, ringing at 2; answered at 6 and hung up at 16
+//!   (`terminationCode` 0 "Success", 10 s talk, 20 s charged); unanswered calls hang up at 32
+//!   (`terminationCode` 100005 "Temporarily Unavailable").
+//!
+//! ## Test numbers
+//! Every `to` starting with `999` is a test number:
+//! - its generated code is known: the first `codeLength` characters of `1234567890`
+//!   (codeType 1 numeric, 3 alphanumeric, 4 hex) or of `ABCDEFGHIJ` (codeType 2 alpha);
+//!   `sendRule` still uses the caller's code;
+//! - digits 4–5 script the deliveries: `99900…` everything is delivered, `99901…` every SMS
+//!   fails, `99902…` every call is never answered, `99903…` both fail (other digits: delivered).
+//!
+//! Non-test numbers get random codes and always deliver.
+//!
+//! ## Task flows
+//! A send with a `flowId` runs the flow's nodes in order. Node k fires `waitingTime` seconds
+//! (÷ speed) after the previous attempt started, if its trigger holds then: 1 = the previous
+//! attempt failed (a node with trigger 1 waits for the previous attempt's final report if it
+//! is still pending), 2 = the code is not verified yet. A fired node adds an attempt to the
+//! same record on the node's channel (`channelCut` 0) or the previous attempt's channel
+//! (`channelCut` 1). The flow ends at the first trigger that does not hold, at a successful
+//! check, or once the code has expired.
+//!
+//! ## Choices where the vendor's docs are silent
+//! - Records always carry `sms` and `call` arrays (empty when unused); `sna` sends add no
+//!   entries (the vendor's `sna` fields are undocumented). Times not reached yet are `null`.
+//! - `verifications.channel` in records and `channel` in verify replies are the channel of the
+//!   latest attempt; `verifiedDate` is the first correct check, else the last check, else null.
+//! - Record `matched`: 0 verified, 5 expired, 2 only wrong checks so far, 1 while the first
+//!   attempt is in flight, otherwise -1.
+//! - Verify with an unknown verificationId answers status "0" with `matched` 3 and
+//!   `to`/`channel` null.
+//! - -24 also for a template of another app, an unknown appId in `/backfillRate`, and a
+//!   `/postback/backfill` whose verificationId is unknown or belongs to another app.
+//! - Resend keeps app, number, code and sender but starts no flow and carries no orderId.
+//!
+//! ## Control endpoints (no signature, not counted)
+//! - `POST /_sandbox/inject` `{"endpoint":"POST /verification/send","status":"-27","times":1}`
+//!   → `{"ok":true}`: the next `times` authenticated requests to that endpoint answer that
+//!   status with no data and change nothing.
+//! - `GET /_sandbox/stats` → `{"total":N,"byEndpoint":{"POST /app/add":3,…}}`.
+//!
+//! Endpoints are named `"<METHOD> <documented route template>"`, e.g.
+//! `"GET /verification/record/{verificationId}"`.
+
+mod apps;
+mod auth;
+mod callbacks;
+mod channel;
+mod clock;
+mod codes;
+mod control;
+mod envelope;
+mod flows;
+mod gate;
+mod lenient;
+mod limits;
+mod records;
+mod state;
+mod templates;
+mod traffic;
+mod verifications;
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::middleware;
+use axum::routing::{get, post, put};
+
+use state::Shared;
+pub use traffic::ENDPOINTS;
+
+/// How the emulator authenticates callers and how fast emulated time runs.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    pub api_key: String,
+    pub api_secret: String,
+    /// Accepted |now - Timestamp| in seconds; default 300.
+    pub clock_skew: Duration,
+    /// Durations in the emulator (delivery progress, flow waitingTime, code expiry) are divided by
+    /// this factor. 1.0 = real time; tests use e.g. 100.0 so a 30 s flow wait takes 0.3 s.
+    /// Reported timestamps stay real wall-clock times (submit time + scaled duration).
+    pub speed: f64,
+    /// If non-empty, only these client IPs are allowed; others get status "-2".
+    pub allowed_ips: Vec<IpAddr>,
+}
+
+impl SandboxConfig {
+    /// A configuration with a 300 s clock skew, real-time speed and no IP allow-list.
+    pub fn new(api_key: impl Into<String>, api_secret: impl Into<String>) -> Self {
+        Self {
+            api_key: api_key.into(),
+            api_secret: api_secret.into(),
+            clock_skew: Duration::from_secs(300),
+            speed: 1.0,
+            allowed_ips: Vec::new(),
+        }
+    }
+}
+
+/// A handle on one emulator; clones share its state.
+#[derive(Clone)]
+pub struct Sandbox {
+    shared: Arc<Shared>,
+}
+
+impl Sandbox {
+    /// A fresh emulator with no apps, templates, flows or verifications. A `speed` that is not
+    /// a positive finite number is treated as 1.0.
+    pub fn new(config: SandboxConfig) -> Self {
+        Self {
+            shared: Arc::new(Shared::new(config)),
+        }
+    }
+
+    /// The axum router with all 19 endpoints (paths relative to the base, e.g. "/app/add") plus the control endpoints.
+    /// With a non-empty `allowed_ips`, serve it with
+    /// `into_make_service_with_connect_info::<SocketAddr>()` (as [`Sandbox::serve`] does):
+    /// a caller whose address is unknown is not allowed.
+    pub fn router(&self) -> Router {
+        let gate = middleware::from_fn_with_state(self.shared.clone(), gate::gate);
+        Router::new()
+            .route("/app/add", post(apps::add))
+            .route("/app/update/{appId}", put(apps::update))
+            .route("/app/details/{appId}", get(apps::details))
+            .route("/template/add", post(templates::add))
+            .route("/template/update/{templateId}", put(templates::update))
+            .route("/template/details/{templateId}", get(templates::details))
+            .route("/template/list", get(templates::list))
+            .route("/verification/send", post(verifications::send))
+            .route("/verification/sendRule", post(verifications::send_rule))
+            .route("/verification/resend", post(verifications::resend))
+            .route("/verification/verify", post(verifications::verify))
+            .route("/verification/record/{verificationId}", get(records::by_id))
+            .route("/verification/orderId/record", post(records::by_order_id))
+            .route("/flow/add", post(flows::add))
+            .route("/flow/update/{flowId}", put(flows::update))
+            .route("/flow/details/{flowId}", get(flows::details))
+            .route("/flow/list", get(flows::list))
+            .route("/backfillRate", post(callbacks::backfill_rate))
+            .route("/postback/backfill", post(callbacks::postback))
+            .route_layer(gate)
+            .merge(control::routes())
+            .with_state(self.shared.clone())
+    }
+
+    /// Serves on an already-bound listener until `shutdown` resolves.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let service = self
+            .router()
+            .into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, service)
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+
+    /// Number of API requests received (control endpoints excluded), all endpoints.
+    pub fn request_count(&self) -> u64 {
+        self.shared.traffic().total()
+    }
+
+    /// Number of API requests received for one endpoint, named by its documented route
+    /// template, e.g. "GET /verification/record/{verificationId}" or "POST /app/add".
+    pub fn request_count_for(&self, endpoint: &str) -> u64 {
+        self.shared.traffic().count_for(endpoint)
+    }
+
+    /// Makes the next `times` requests to `endpoint` (same naming) answer HTTP 200 with this
+    /// business status (e.g. "-27") and no data, after authentication, without changing state.
+    /// `times` 0 cancels a pending injection.
+    pub fn inject_status(&self, endpoint: &str, status: &str, times: u32) {
+        self.shared.traffic().inject(endpoint, status, times);
+    }
+}

@@ -1,0 +1,77 @@
+//! The global cap on upstream record polls per second, shared by every poller.
+//!
+//! A token bucket refilled by a small background task, handed out through a FIFO semaphore:
+//! when the cap binds, pollers wait in line, so polls are spread fairly over verifications
+//! instead of going to whichever poller wakes first.
+
+use std::{
+    sync::{Arc, Weak},
+    time::Duration,
+};
+
+use tokio::{sync::Semaphore, time::MissedTickBehavior};
+
+/// The refill tick: fine enough to pace polls, coarse enough to cost nothing.
+const TICK: Duration = Duration::from_millis(10);
+
+/// A shared allowance of upstream polls.
+#[derive(Clone, Debug)]
+pub struct PollBudget {
+    tokens: Arc<Semaphore>,
+}
+
+impl PollBudget {
+    /// Allows `per_second` polls per second on average, with bursts of a tenth of a second's
+    /// worth (at least one). Must be called inside a Tokio runtime.
+    pub fn new(per_second: u32) -> Self {
+        let burst = (per_second / 10).max(1) as usize;
+        let tokens = Arc::new(Semaphore::new(burst));
+        tokio::spawn(refill(Arc::downgrade(&tokens), per_second, burst));
+        Self { tokens }
+    }
+
+    /// Waits for this poller's turn to make one upstream poll.
+    pub async fn acquire(&self) {
+        // The semaphore is never closed, so acquiring cannot fail.
+        if let Ok(permit) = self.tokens.acquire().await {
+            permit.forget();
+        }
+    }
+}
+
+/// Adds tokens at the configured rate until every budget handle is gone.
+async fn refill(tokens: Weak<Semaphore>, per_second: u32, burst: usize) {
+    let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let per_tick = f64::from(per_second) * TICK.as_secs_f64();
+    let mut owed = 0.0_f64;
+    loop {
+        ticker.tick().await;
+        let Some(tokens) = tokens.upgrade() else {
+            return;
+        };
+        owed += per_tick;
+        let whole = owed.floor();
+        owed -= whole;
+        let room = burst.saturating_sub(tokens.available_permits());
+        tokens.add_permits((whole as usize).min(room));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_cap_paces_polls() {
+        let budget = PollBudget::new(100);
+        let started = tokio::time::Instant::now();
+        for _ in 0..60 {
+            budget.acquire().await;
+        }
+        // 10 tokens of burst, then 50 more at 100/s: about half a second.
+        let elapsed = started.elapsed();
+        assert!(elapsed >= Duration::from_millis(450), "{elapsed:?}");
+        assert!(elapsed <= Duration::from_millis(600), "{elapsed:?}");
+    }
+}

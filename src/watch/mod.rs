@@ -1,0 +1,235 @@
+//! Record streaming: one upstream poller per watched verification, fanned out to every stream.
+//!
+//! ```text
+//!  WatchRecord stream ─┐
+//!  WatchRecord stream ─┼─ watch::Receiver ◄── poller (one per WatchKey) ── PollBudget ──► ITNIO
+//!  WatchRecord stream ─┘
+//! ```
+//!
+//! [`WatchHub::watch`] joins the poller of a key, starting it if needed. The poller publishes the
+//! latest [`PollState`] on a `tokio::sync::watch` channel, which keeps only the newest value, so a
+//! slow stream skips intermediate states instead of buffering them. It backs off while nothing
+//! changes, retries transient errors, stops as soon as its last stream is gone, and is paced by
+//! the global [`PollBudget`]. Each stream is a task forwarding changes to its client; it ends
+//! with OK on a final record, with the poller's error status if polling failed for good, and
+//! with UNAVAILABLE when the server shuts down.
+
+mod budget;
+mod changes;
+mod poller;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+
+pub use budget::PollBudget;
+
+use crate::{
+    proto::v1::{Record, RecordChange, WatchRecordResponse},
+    upstream::UpstreamClient,
+};
+
+/// How watches poll. Durations are real time; tests shorten them.
+#[derive(Debug, Clone)]
+pub struct WatchConfig {
+    /// Waits between polls while nothing changes, growing step by step (the last repeats).
+    pub backoff: Vec<Duration>,
+    /// Global cap on upstream record polls per second, over all verifications.
+    pub max_polls_per_second: u32,
+    /// Consecutive transient upstream failures tolerated before a watch ends with the error.
+    pub max_consecutive_errors: u32,
+    /// Once every attempt has failed, how long to wait for a task-flow fallback before the
+    /// verification counts as final (a flow node fires at most 120 s after the previous attempt).
+    pub flow_settle: Duration,
+    /// After this long the code has expired whatever the record says (codeExpiry is at most 60 min).
+    pub max_lifetime: Duration,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        Self {
+            backoff: vec![
+                Duration::from_secs(1),
+                Duration::from_secs(2),
+                Duration::from_secs(5),
+            ],
+            max_polls_per_second: 50,
+            max_consecutive_errors: 5,
+            flow_settle: Duration::from_secs(125),
+            max_lifetime: Duration::from_secs(61 * 60),
+        }
+    }
+}
+
+/// Which record a watch follows.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum WatchKey {
+    /// One verification, by id.
+    Verification(String),
+    /// A caller reference within an app: every attempt of a task flow.
+    Order {
+        /// The application.
+        app_id: String,
+        /// The caller's reference.
+        order_id: String,
+    },
+}
+
+/// What a poller has published so far.
+#[derive(Debug, Clone)]
+enum PollState {
+    /// No answer yet.
+    Pending,
+    /// The latest record; `last` when the verification is final and polling has stopped.
+    Record { record: Arc<Record>, last: bool },
+    /// Polling failed for good.
+    Failed(Status),
+}
+
+/// The shared registry of pollers.
+#[derive(Clone)]
+pub struct WatchHub {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    upstream: UpstreamClient,
+    config: WatchConfig,
+    budget: PollBudget,
+    pollers: Mutex<HashMap<WatchKey, watch::Sender<PollState>>>,
+    stop: watch::Receiver<bool>,
+}
+
+/// Messages queued per stream before the stream task waits for its client.
+const STREAM_BUFFER: usize = 2;
+
+impl WatchHub {
+    /// A hub polling through `upstream`; `stop` turning true ends every stream with UNAVAILABLE.
+    /// Must be called inside a Tokio runtime.
+    pub fn new(upstream: UpstreamClient, config: WatchConfig, stop: watch::Receiver<bool>) -> Self {
+        let budget = PollBudget::new(config.max_polls_per_second.max(1));
+        Self {
+            shared: Arc::new(Shared {
+                upstream,
+                config,
+                budget,
+                pollers: Mutex::new(HashMap::new()),
+                stop,
+            }),
+        }
+    }
+
+    /// Opens a stream of record updates for `key`.
+    pub fn watch(&self, key: WatchKey) -> ReceiverStream<Result<WatchRecordResponse, Status>> {
+        let updates = self.subscribe(key);
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        tokio::spawn(forward(updates, tx, self.shared.stop.clone()));
+        ReceiverStream::new(rx)
+    }
+
+    /// Number of pollers running now (one per distinct watched record).
+    pub fn active_pollers(&self) -> usize {
+        self.lock_pollers().len()
+    }
+
+    fn subscribe(&self, key: WatchKey) -> watch::Receiver<PollState> {
+        let mut pollers = self.lock_pollers();
+        if let Some(sender) = pollers.get(&key) {
+            return sender.subscribe();
+        }
+        let (sender, receiver) = watch::channel(PollState::Pending);
+        pollers.insert(key.clone(), sender.clone());
+        tokio::spawn(poller::run(self.clone(), key, sender));
+        receiver
+    }
+
+    /// Removes a poller whose streams are all gone; false if a stream joined meanwhile.
+    fn retire(&self, key: &WatchKey, sender: &watch::Sender<PollState>) -> bool {
+        let mut pollers = self.lock_pollers();
+        if sender.receiver_count() > 0 && !sender.borrow().is_last() {
+            return false;
+        }
+        if pollers.get(key).is_some_and(|s| s.same_channel(sender)) {
+            pollers.remove(key);
+        }
+        true
+    }
+
+    fn lock_pollers(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<WatchKey, watch::Sender<PollState>>> {
+        // A panic while holding this lock cannot leave the map inconsistent (single inserts
+        // and removes), so a poisoned lock is still safe to use.
+        self.shared
+            .pollers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Resolves once the server's shutdown signal has fired.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // An error means the sender is gone, which only happens after shutdown began.
+    let _ = stop.wait_for(|stopped| *stopped).await;
+}
+
+impl PollState {
+    fn is_last(&self) -> bool {
+        matches!(self, Self::Record { last: true, .. } | Self::Failed(_))
+    }
+}
+
+/// Sends one stream's messages: the current record first, then each change, until the end.
+async fn forward(
+    mut updates: watch::Receiver<PollState>,
+    client: mpsc::Sender<Result<WatchRecordResponse, Status>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut previous: Option<Arc<Record>> = None;
+    loop {
+        let state = updates.borrow_and_update().clone();
+        match state {
+            PollState::Pending => {}
+            PollState::Failed(status) => {
+                let _ = client.send(Err(status)).await;
+                return;
+            }
+            PollState::Record { record, last } => {
+                let changes = match &previous {
+                    None => vec![RecordChange::Initial],
+                    Some(before) => changes::between(before, &record),
+                };
+                if !changes.is_empty() || last {
+                    let message = WatchRecordResponse {
+                        record: Some(Record::clone(&record)),
+                        changes: changes.into_iter().map(|c| c as i32).collect(),
+                        r#final: last,
+                    };
+                    if client.send(Ok(message)).await.is_err() || last {
+                        return;
+                    }
+                }
+                previous = Some(record);
+            }
+        }
+        tokio::select! {
+            changed = updates.changed() => if changed.is_err() {
+                let _ = client.send(Err(Status::unavailable("record polling stopped; watch again"))).await;
+                return;
+            },
+            () = client.closed() => return,
+            () = stopped(&mut stop) => {
+                let _ = client
+                    .send(Err(Status::unavailable("server is shutting down; reconnect and watch again")))
+                    .await;
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! One poller per watched record: polls the upstream, publishes changes, decides finality.
+
+use std::sync::Arc;
+
+use tokio::{sync::watch, time::Instant};
+use tracing::debug;
+
+use super::{PollState, WatchHub, WatchKey, changes, stopped};
+use crate::{
+    convert::records::from_wire,
+    proto::v1::Record,
+    upstream::{OrderRecordRequest, UpstreamError, UpstreamStatus},
+};
+
+/// Polls `key` until its record is final, polling fails for good, or no stream is left.
+pub(super) async fn run(hub: WatchHub, key: WatchKey, sender: watch::Sender<PollState>) {
+    let shared = &hub.shared;
+    let mut stop = shared.stop.clone();
+    let started = Instant::now();
+    let mut last_change = started;
+    let mut current: Option<Arc<Record>> = None;
+    let mut quiet_polls = 0_usize;
+    let mut errors = 0_u32;
+    loop {
+        tokio::select! {
+            () = shared.budget.acquire() => {}
+            () = sender.closed() => if hub.retire(&key, &sender) { return } else { continue },
+            () = stopped(&mut stop) => break,
+        }
+        let wait = match poll(&hub, &key).await {
+            Ok(record) => {
+                errors = 0;
+                let changed = current.as_deref() != Some(&record);
+                if changed {
+                    last_change = Instant::now();
+                    quiet_polls = 0;
+                } else {
+                    quiet_polls += 1;
+                }
+                let last = is_final(&hub, &record, started, last_change);
+                if changed || last {
+                    let record = Arc::new(record);
+                    current = Some(Arc::clone(&record));
+                    sender.send_replace(PollState::Record { record, last });
+                }
+                if last {
+                    break;
+                }
+                backoff_step(&shared.config.backoff, quiet_polls)
+            }
+            Err(error) if is_transient(&error) && errors < shared.config.max_consecutive_errors => {
+                errors += 1;
+                debug!(endpoint = %error.endpoint().as_str(), errors, "transient error while watching");
+                backoff_step(&shared.config.backoff, errors as usize)
+            }
+            Err(error) => {
+                sender.send_replace(PollState::Failed(error.into()));
+                break;
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = sender.closed() => if hub.retire(&key, &sender) { return },
+            () = stopped(&mut stop) => break,
+        }
+    }
+    hub.retire(&key, &sender);
+}
+
+async fn poll(hub: &WatchHub, key: &WatchKey) -> Result<Record, UpstreamError> {
+    let upstream = &hub.shared.upstream;
+    let record = match key {
+        WatchKey::Verification(id) => upstream.get_record(id, None).await?,
+        WatchKey::Order { app_id, order_id } => {
+            let request = OrderRecordRequest {
+                app_id: app_id.clone(),
+                order_id: order_id.clone(),
+            };
+            upstream.get_order_record(&request, None).await?
+        }
+    };
+    Ok(from_wire(record))
+}
+
+/// Final when settled by match state, when every attempt failed and no flow fallback came in
+/// time, or when the longest possible code expiry has passed.
+fn is_final(hub: &WatchHub, record: &Record, started: Instant, last_change: Instant) -> bool {
+    let config = &hub.shared.config;
+    changes::is_settled(record)
+        || (changes::all_attempts_failed(record) && last_change.elapsed() >= config.flow_settle)
+        || started.elapsed() >= config.max_lifetime
+}
+
+/// Worth retrying: the upstream may answer next time.
+fn is_transient(error: &UpstreamError) -> bool {
+    match error {
+        UpstreamError::Timeout { .. }
+        | UpstreamError::Connect { .. }
+        | UpstreamError::Decode { .. } => true,
+        UpstreamError::Http { status, .. } => *status == 429 || *status >= 500,
+        UpstreamError::Rejected { status, .. } => {
+            UpstreamStatus::from_code(*status) == UpstreamStatus::SystemError
+        }
+    }
+}
+
+/// The `step`th wait of a backoff schedule; the last entry repeats.
+fn backoff_step(schedule: &[std::time::Duration], step: usize) -> std::time::Duration {
+    schedule
+        .get(step)
+        .or(schedule.last())
+        .copied()
+        .unwrap_or(std::time::Duration::from_secs(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn backoff_grows_then_holds() {
+        let schedule = [
+            Duration::from_secs(1),
+            Duration::from_secs(2),
+            Duration::from_secs(5),
+        ];
+        let steps: Vec<_> = (0..5)
+            .map(|i| backoff_step(&schedule, i).as_secs())
+            .collect();
+        assert_eq!(steps, [1, 2, 5, 5, 5]);
+    }
+}

@@ -1,0 +1,180 @@
+//! Test harness: starts the sandbox and the real gRPC server on port 0 and hands out clients.
+
+#![allow(dead_code)]
+
+use std::{net::SocketAddr, time::Duration};
+
+use itnio_otp_grpc::{
+    config::{Secret, ServeConfig, UpstreamTarget},
+    proto::v1::{
+        self as pb, app_service_client::AppServiceClient, flow_service_client::FlowServiceClient,
+        record_service_client::RecordServiceClient, template_service_client::TemplateServiceClient,
+        verification_service_client::VerificationServiceClient,
+    },
+    sandbox::{Sandbox, SandboxConfig},
+    server,
+    watch::WatchConfig,
+};
+use tokio::{net::TcpListener, sync::oneshot};
+use tonic::transport::Channel;
+
+pub const API_KEY: &str = "test-key";
+pub const API_SECRET: &str = "test-secret";
+/// A sandbox test number whose deliveries succeed; its generated code is known.
+pub const TEST_NUMBER: &str = "+999 00 1234 5678";
+/// The known code of test numbers for a 4-digit numeric template.
+pub const TEST_CODE: &str = "1234";
+
+/// A running sandbox + gRPC server pair.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub sandbox: Sandbox,
+    pub channel: Channel,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestApp {
+    pub fn apps(&self) -> AppServiceClient<Channel> {
+        AppServiceClient::new(self.channel.clone())
+    }
+    pub fn templates(&self) -> TemplateServiceClient<Channel> {
+        TemplateServiceClient::new(self.channel.clone())
+    }
+    pub fn flows(&self) -> FlowServiceClient<Channel> {
+        FlowServiceClient::new(self.channel.clone())
+    }
+    pub fn verifications(&self) -> VerificationServiceClient<Channel> {
+        VerificationServiceClient::new(self.channel.clone())
+    }
+    pub fn records(&self) -> RecordServiceClient<Channel> {
+        RecordServiceClient::new(self.channel.clone())
+    }
+
+    /// Stops the server and waits until it has exited.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task");
+        }
+    }
+
+    /// Creates an app, a 4-digit numeric template and returns (app_id, template_id).
+    pub async fn app_and_template(&self, name: &str) -> (String, String) {
+        let app = self
+            .apps()
+            .create_app(pb::CreateAppRequest {
+                name: format!("{name}-app"),
+                ..Default::default()
+            })
+            .await
+            .expect("create app")
+            .into_inner()
+            .app
+            .expect("app");
+        let template = self
+            .templates()
+            .create_template(pb::CreateTemplateRequest {
+                app_id: app.app_id.clone(),
+                name: format!("{name}-tpl"),
+                text: "##code## is your code".into(),
+                code_length: Some(4),
+                ..Default::default()
+            })
+            .await
+            .expect("create template")
+            .into_inner()
+            .template
+            .expect("template");
+        (app.app_id, template.template_id)
+    }
+}
+
+/// Starts a sandbox (time sped up 100×) and the server pointed at it.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Like [`spawn_app`], with a chance to adjust the sandbox configuration.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut SandboxConfig)) -> TestApp {
+    spawn_app_custom(adjust, |_| {}).await
+}
+
+/// Like [`spawn_app`], adjusting both the sandbox and the server configuration.
+pub async fn spawn_app_custom(
+    adjust_sandbox: impl FnOnce(&mut SandboxConfig),
+    adjust_server: impl FnOnce(&mut ServeConfig),
+) -> TestApp {
+    let mut config = SandboxConfig::new(API_KEY, API_SECRET);
+    config.speed = 100.0;
+    adjust_sandbox(&mut config);
+    let sandbox = Sandbox::new(config);
+    let sandbox_listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind sandbox");
+    let base_url = format!("http://{}", sandbox_listener.local_addr().expect("addr"));
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let (sandbox_stop_tx, sandbox_stop_rx) = oneshot::channel::<()>();
+    tokio::spawn(sandbox.clone().serve(sandbox_listener, async move {
+        let _ = sandbox_stop_rx.await;
+    }));
+    let mut server_config = upstream_config(&base_url);
+    adjust_server(&mut server_config);
+    let (addr, server) = spawn_server(server_config, async move {
+        let _ = stop_rx.await;
+        let _ = sandbox_stop_tx.send(());
+    })
+    .await;
+    TestApp {
+        addr,
+        sandbox,
+        channel: connect(addr).await,
+        stop: Some(stop_tx),
+        server: Some(server),
+    }
+}
+
+/// A server configuration calling `base_url` with the test credentials.
+pub fn upstream_config(base_url: &str) -> ServeConfig {
+    ServeConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        upstream: UpstreamTarget::Itnio {
+            base_url: base_url.to_owned(),
+            api_key: API_KEY.to_owned(),
+            api_secret: Secret::new(API_SECRET),
+        },
+        upstream_timeout: Duration::from_secs(5),
+        shutdown_grace: Duration::from_secs(2),
+        watch: WatchConfig {
+            backoff: vec![Duration::from_millis(20), Duration::from_millis(50)],
+            max_polls_per_second: 1000,
+            flow_settle: Duration::from_millis(1500),
+            ..WatchConfig::default()
+        },
+    }
+}
+
+/// Runs the server on port 0 until `shutdown` resolves.
+pub async fn spawn_server(
+    config: ServeConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
+    let addr = listener.local_addr().expect("addr");
+    let handle = tokio::spawn(async move {
+        server::run(config, listener, shutdown)
+            .await
+            .expect("server runs");
+    });
+    (addr, handle)
+}
+
+pub async fn connect(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect")
+}

@@ -1,0 +1,167 @@
+//! End to end: the real binary (sandbox by default), health checking and graceful shutdown.
+
+mod common;
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use itnio_otp_grpc::proto::v1::{self as pb, app_service_client::AppServiceClient};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+const SERVICES: [&str; 6] = [
+    "",
+    "itnio.otp.v1.AppService",
+    "itnio.otp.v1.TemplateService",
+    "itnio.otp.v1.FlowService",
+    "itnio.otp.v1.VerificationService",
+    "itnio.otp.v1.RecordService",
+];
+
+#[tokio::test]
+async fn health_reports_every_service_serving() {
+    let app = common::spawn_app().await;
+    let mut health = HealthClient::new(app.channel.clone());
+    for service in SERVICES {
+        let reply = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .expect("health check")
+            .into_inner();
+        assert_eq!(reply.status, ServingStatus::Serving as i32, "{service:?}");
+    }
+    app.shutdown().await;
+}
+
+/// The binary with no credentials, its stderr lines, and the address it listens on.
+struct Binary {
+    child: Child,
+    stderr: std::sync::mpsc::Receiver<String>,
+}
+
+impl Binary {
+    fn start(envs: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_itnio-otp-grpc"));
+        command
+            .env_remove("ITNIO_API_KEY")
+            .env_remove("ITNIO_API_SECRET")
+            .env_remove("ITNIO_API_SECRET_FILE")
+            .env_remove("ITNIO_BASE_URL")
+            .env("GRPC_LISTEN_ADDR", "127.0.0.1:0")
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped());
+        for (key, value) in envs {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("start binary");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, stderr: rx }
+    }
+
+    /// Waits for a stderr line containing `needle`; returns every line up to and including it.
+    fn wait_for(&self, needle: &str) -> Vec<String> {
+        let mut seen = Vec::new();
+        loop {
+            let line = self
+                .stderr
+                .recv_timeout(Duration::from_secs(20))
+                .unwrap_or_else(|_| panic!("no log line containing {needle:?} in {seen:?}"));
+            let found = line.contains(needle);
+            seen.push(line);
+            if found {
+                return seen;
+            }
+        }
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        self.child.wait().expect("wait")
+    }
+}
+
+// Multi-threaded: `terminate` blocks this thread while the client's connection task must still
+// run to answer the server's GOAWAY.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_defaults_to_the_sandbox_and_stops_on_sigterm() {
+    let mut binary = Binary::start(&[]);
+    binary.wait_for("in-process SANDBOX");
+    let lines = binary.wait_for("gRPC server listening");
+    let addr = lines[lines.len() - 1]
+        .split("addr=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("addr in log line")
+        .parse()
+        .expect("socket address");
+    let mut apps = AppServiceClient::new(common::connect(addr).await);
+    let app = apps
+        .create_app(pb::CreateAppRequest {
+            name: "from-binary".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("create app against the in-process sandbox")
+        .into_inner();
+    assert_eq!(app.app.expect("app").name, "from-binary");
+    let started = std::time::Instant::now();
+    let status = binary.terminate();
+    assert!(status.success(), "graceful exit, got {status:?}");
+    // The default grace is 10 s; an idle client connection must not hold the drain open.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "drained in {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn bad_configuration_exits_64_before_binding() {
+    let output = Command::new(env!("CARGO_BIN_EXE_itnio-otp-grpc"))
+        .env("ITNIO_API_KEY", "key-without-secret")
+        .env_remove("ITNIO_API_SECRET")
+        .env_remove("ITNIO_API_SECRET_FILE")
+        .output()
+        .expect("run binary");
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("ITNIO_API_KEY and an API secret must be set together"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn secrets_never_reach_the_log() {
+    let mut binary = Binary::start(&[
+        ("ITNIO_API_KEY", "visible-key"),
+        ("ITNIO_API_SECRET", "very-secret-value"),
+        ("ITNIO_BASE_URL", "http://127.0.0.1:9"),
+        ("RUST_LOG", "debug"),
+    ]);
+    let mut lines = binary.wait_for("gRPC server listening");
+    binary.terminate();
+    lines.extend(binary.stderr.iter());
+    assert!(lines.iter().any(|l| l.contains("calling the ITNIO API")));
+    assert!(
+        lines.iter().all(|l| !l.contains("very-secret-value")),
+        "{lines:?}"
+    );
+}

@@ -1,0 +1,249 @@
+//! End to end: WatchRecord streams against a sandbox whose deliveries unfold over time.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TEST_CODE, TestApp};
+use itnio_otp_grpc::proto::v1::{
+    self as pb, Channel, DeliveryStatus, FlowTrigger, MatchState, RecordChange,
+    watch_record_request::Selector,
+};
+use tokio_stream::StreamExt;
+use tonic::{Code, Streaming};
+
+const RECORD_BY_ID: &str = "GET /verification/record/{verificationId}";
+
+async fn send(app: &TestApp, number: &str, flow_id: &str, order_id: &str) -> (String, String) {
+    let (app_id, template_id) = app.app_and_template(&format!("w{order_id}")).await;
+    let sent = app
+        .verifications()
+        .send_verification(pb::SendVerificationRequest {
+            app_id: app_id.clone(),
+            template_id,
+            flow_id: flow_id.into(),
+            phone_number: number.into(),
+            order_id: order_id.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("send")
+        .into_inner();
+    (app_id, sent.verification_id)
+}
+
+async fn watch(app: &TestApp, selector: Selector) -> Streaming<pb::WatchRecordResponse> {
+    app.records()
+        .watch_record(pb::WatchRecordRequest {
+            selector: Some(selector),
+        })
+        .await
+        .expect("watch")
+        .into_inner()
+}
+
+async fn next(stream: &mut Streaming<pb::WatchRecordResponse>) -> pb::WatchRecordResponse {
+    tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("an update in time")
+        .expect("stream still open")
+        .expect("update, not error")
+}
+
+fn sms_status(message: &pb::WatchRecordResponse) -> i32 {
+    message.record.as_ref().expect("record").sms_attempts[0].status
+}
+
+#[tokio::test]
+async fn watch_sees_delivery_then_match_then_ends() {
+    let app = common::spawn_app().await;
+    let (_, id) = send(&app, "99900123456", "", "1").await;
+    let mut stream = watch(&app, Selector::VerificationId(id.clone())).await;
+    let first = next(&mut stream).await;
+    assert_eq!(first.changes, [RecordChange::Initial as i32]);
+    assert!(!first.r#final);
+
+    let mut message = first;
+    while sms_status(&message) != DeliveryStatus::Delivered as i32 {
+        message = next(&mut stream).await;
+        assert!(
+            message
+                .changes
+                .contains(&(RecordChange::AttemptUpdated as i32))
+        );
+    }
+    app.verifications()
+        .check_verification(pb::CheckVerificationRequest {
+            verification_id: id,
+            code: TEST_CODE.into(),
+        })
+        .await
+        .expect("check");
+    let last = next(&mut stream).await;
+    assert!(last.changes.contains(&(RecordChange::MatchState as i32)));
+    assert!(last.r#final);
+    let outcome = last.record.expect("record").outcome.expect("outcome");
+    assert_eq!(outcome.match_state, MatchState::Matched as i32);
+    let end = tokio::time::timeout(Duration::from_secs(5), stream.next()).await;
+    assert!(matches!(end, Ok(None)), "the stream ends with OK");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_flow_falling_back_to_a_call_shows_up_as_updates() {
+    let app = common::spawn_app().await;
+    let flow = app
+        .flows()
+        .create_flow(pb::CreateFlowRequest {
+            name: "sms-then-call".into(),
+            nodes: vec![pb::FlowNode {
+                waiting_time_seconds: 30,
+                trigger: FlowTrigger::SendFailed as i32,
+                channel: Channel::Call as i32,
+                channel_cut: false,
+            }],
+        })
+        .await
+        .expect("flow")
+        .into_inner()
+        .flow
+        .expect("flow");
+    // 99901…: every SMS fails, calls are answered.
+    let (app_id, _) = send(&app, "99901123456", &flow.flow_id, "fallback-1").await;
+    let mut stream = watch(
+        &app,
+        Selector::Order(pb::OrderSelector {
+            app_id,
+            order_id: "fallback-1".into(),
+        }),
+    )
+    .await;
+    let mut saw_sms_failed = false;
+    loop {
+        let message = next(&mut stream).await;
+        let record = message.record.expect("record");
+        if record.sms_attempts[0].status == DeliveryStatus::Failed as i32 {
+            saw_sms_failed = true;
+        }
+        if let Some(call) = record.call_attempts.first() {
+            assert!(saw_sms_failed, "the call comes after the SMS failed");
+            assert!(
+                message
+                    .changes
+                    .contains(&(RecordChange::AttemptAdded as i32))
+            );
+            assert_eq!(call.status, DeliveryStatus::Sending as i32);
+            break;
+        }
+    }
+    app.shutdown().await;
+}
+
+/// A server that polls once, then waits a long time: poll counts become exact.
+async fn slow_polling_app() -> TestApp {
+    common::spawn_app_custom(
+        |_| {},
+        |server| server.watch.backoff = vec![Duration::from_secs(30)],
+    )
+    .await
+}
+
+async fn watchers(
+    app: &TestApp,
+    id: &str,
+    count: usize,
+) -> Vec<Streaming<pb::WatchRecordResponse>> {
+    // Spread over 10 connections: one HTTP/2 connection allows a limited number of streams.
+    let mut channels = Vec::new();
+    for _ in 0..10 {
+        channels.push(common::connect(app.addr).await);
+    }
+    // Opened concurrently, so they race to start the one poller.
+    let mut opening = tokio::task::JoinSet::new();
+    for i in 0..count {
+        let mut client =
+            pb::record_service_client::RecordServiceClient::new(channels[i % 10].clone());
+        let id = id.to_owned();
+        opening.spawn(async move {
+            let mut stream = client
+                .watch_record(pb::WatchRecordRequest {
+                    selector: Some(Selector::VerificationId(id)),
+                })
+                .await
+                .expect("watch")
+                .into_inner();
+            let first = next(&mut stream).await;
+            assert_eq!(first.changes, [RecordChange::Initial as i32]);
+            stream
+        });
+    }
+    opening.join_all().await
+}
+
+#[tokio::test]
+async fn a_thousand_watchers_cost_the_upstream_what_one_does() {
+    let app = slow_polling_app().await;
+    let (_, one) = send(&app, "99900123456", "", "2").await;
+    let (_, many) = send(&app, "99900123457", "", "3").await;
+    let base = app.sandbox.request_count_for(RECORD_BY_ID);
+    let single = watchers(&app, &one, 1).await;
+    let polls_for_one = app.sandbox.request_count_for(RECORD_BY_ID) - base;
+    let thousand = watchers(&app, &many, 1000).await;
+    let polls_for_thousand = app.sandbox.request_count_for(RECORD_BY_ID) - base - polls_for_one;
+    assert_eq!(polls_for_one, 1);
+    assert_eq!(polls_for_thousand, polls_for_one);
+    drop((single, thousand));
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_cancelled_watch_stops_its_poller() {
+    let app = common::spawn_app().await;
+    let (_, id) = send(&app, "99900123456", "", "4").await;
+    let mut stream = watch(&app, Selector::VerificationId(id)).await;
+    next(&mut stream).await;
+    drop(stream);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after_cancel = app.sandbox.request_count_for(RECORD_BY_ID);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        app.sandbox.request_count_for(RECORD_BY_ID),
+        after_cancel,
+        "no polls once the only watcher is gone"
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn server_shutdown_ends_open_streams_with_unavailable() {
+    let app = slow_polling_app().await;
+    let (_, id) = send(&app, "99900123456", "", "5").await;
+    let mut stream = watch(&app, Selector::VerificationId(id)).await;
+    next(&mut stream).await;
+    let shutdown = tokio::spawn(app.shutdown());
+    let ended = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("ends promptly")
+        .expect("an item");
+    assert_eq!(ended.expect_err("an error").code(), Code::Unavailable);
+    shutdown.await.expect("shutdown completes");
+}
+
+#[tokio::test]
+async fn watching_an_unknown_verification_is_not_found() {
+    let app = common::spawn_app().await;
+    let mut stream = watch(
+        &app,
+        Selector::VerificationId("12345678901234567890".into()),
+    )
+    .await;
+    let status = stream.next().await.expect("an item").expect_err("an error");
+    assert_eq!(status.code(), Code::NotFound);
+    let status = app
+        .records()
+        .watch_record(pb::WatchRecordRequest { selector: None })
+        .await
+        .expect_err("no selector");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    app.shutdown().await;
+}
