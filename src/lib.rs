@@ -6,8 +6,10 @@
 //!                          ├─► convert/*   proto ⇄ wire, validation with field violations
 //!                          └─► upstream/*  the signed REST client (one choke point), wire types, status codes
 //!                                 └─► HTTPS ─► ITNIO (or the in-process sandbox over loopback HTTP)
+//!  watch/*    WatchRecord: one shared upstream poller per watched record, fanned out to streams
 //!  sandbox/*  an emulator of the whole ITNIO OTP API; shares no types with upstream/
 //!  error.rs   the one place upstream and validation failures become gRPC statuses
+//!  config.rs  flags + environment, validated before anything listens; main.rs only wires it up
 //! ```
 
 pub mod config;

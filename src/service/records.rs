@@ -1,14 +1,13 @@
 //! `itnio.otp.v1.RecordService`: delivery records, over `/verification/record` and
 //! `/verification/orderId/record`.
 
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::{
     convert::records as convert,
     proto::v1::{self as pb, record_service_server::RecordService},
     upstream::UpstreamClient,
-    watch::WatchHub,
+    watch::{RecordStream, WatchHub},
 };
 
 use super::deadline;
@@ -59,7 +58,7 @@ impl RecordService for RecordApi {
         }))
     }
 
-    type WatchRecordStream = ReceiverStream<Result<pb::WatchRecordResponse, Status>>;
+    type WatchRecordStream = RecordStream;
 
     async fn watch_record(
         &self,

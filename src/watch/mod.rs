@@ -10,9 +10,9 @@
 //! latest [`PollState`] on a `tokio::sync::watch` channel, which keeps only the newest value, so a
 //! slow stream skips intermediate states instead of buffering them. It backs off while nothing
 //! changes, retries transient errors, stops as soon as its last stream is gone, and is paced by
-//! the global [`PollBudget`]. Each stream is a task forwarding changes to its client; it ends
-//! with OK on a final record, with the poller's error status if polling failed for good, and
-//! with UNAVAILABLE when the server shuts down.
+//! the global [`PollBudget`]. Each stream turns the changes it sees into messages as its client
+//! reads them; it ends with OK on a final record, with the poller's error status if polling
+//! failed for good, and with UNAVAILABLE when the server shuts down.
 
 mod budget;
 mod changes;
@@ -24,8 +24,10 @@ use std::{
     time::Duration,
 };
 
-use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
+use std::pin::Pin;
+
+use tokio::sync::watch;
+use tokio_stream::Stream;
 use tonic::Status;
 
 pub use budget::PollBudget;
@@ -106,8 +108,11 @@ struct Shared {
     stop: watch::Receiver<bool>,
 }
 
-/// Messages queued per stream before the stream task waits for its client.
-const STREAM_BUFFER: usize = 2;
+/// One message of a watch, or the status that ends it.
+pub type WatchItem = Result<WatchRecordResponse, Status>;
+
+/// A watch: no task and no queue of its own, so an open stream costs little memory.
+pub type RecordStream = Pin<Box<dyn Stream<Item = WatchItem> + Send>>;
 
 impl WatchHub {
     /// A hub polling through `upstream`; `stop` turning true ends every stream with UNAVAILABLE.
@@ -125,12 +130,17 @@ impl WatchHub {
         }
     }
 
-    /// Opens a stream of record updates for `key`.
-    pub fn watch(&self, key: WatchKey) -> ReceiverStream<Result<WatchRecordResponse, Status>> {
-        let updates = self.subscribe(key);
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        tokio::spawn(forward(updates, tx, self.shared.stop.clone()));
-        ReceiverStream::new(rx)
+    /// Opens a stream of record updates for `key`. Dropping the stream (the client went away)
+    /// drops its subscription at once, and the poller stops when no subscription is left.
+    pub fn watch(&self, key: WatchKey) -> RecordStream {
+        let state = StreamState {
+            updates: self.subscribe(key),
+            stop: self.shared.stop.clone(),
+            previous: None,
+            fresh: true,
+            done: false,
+        };
+        Box::pin(futures_util::stream::unfold(state, next_message))
     }
 
     /// Number of pollers running now (one per distinct watched record).
@@ -185,50 +195,65 @@ impl PollState {
     }
 }
 
-/// Sends one stream's messages: the current record first, then each change, until the end.
-async fn forward(
-    mut updates: watch::Receiver<PollState>,
-    client: mpsc::Sender<Result<WatchRecordResponse, Status>>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut previous: Option<Arc<Record>> = None;
+/// One stream's state between messages.
+struct StreamState {
+    updates: watch::Receiver<PollState>,
+    stop: watch::Receiver<bool>,
+    previous: Option<Arc<Record>>,
+    /// The current poll state has not been looked at yet (true only before the first message).
+    fresh: bool,
+    done: bool,
+}
+
+/// The next message of a stream: the current record first, then each change, until the end.
+async fn next_message(mut s: StreamState) -> Option<(WatchItem, StreamState)> {
+    if s.done {
+        return None;
+    }
     loop {
-        let state = updates.borrow_and_update().clone();
+        if !s.fresh {
+            tokio::select! {
+                changed = s.updates.changed() => if changed.is_err() {
+                    s.done = true;
+                    return Some((Err(Status::unavailable("record polling stopped; watch again")), s));
+                },
+                () = stopped(&mut s.stop) => {
+                    s.done = true;
+                    let status = Status::unavailable("server is shutting down; reconnect and watch again");
+                    return Some((Err(status), s));
+                }
+            }
+        }
+        s.fresh = false;
+        let state = s.updates.borrow_and_update().clone();
+        if let Some(item) = s.message_for(state) {
+            return Some((item, s));
+        }
+    }
+}
+
+impl StreamState {
+    /// The message a poll state calls for, if any; records what the client has seen.
+    fn message_for(&mut self, state: PollState) -> Option<WatchItem> {
         match state {
-            PollState::Pending => {}
+            PollState::Pending => None,
             PollState::Failed(status) => {
-                let _ = client.send(Err(status)).await;
-                return;
+                self.done = true;
+                Some(Err(status))
             }
             PollState::Record { record, last } => {
-                let changes = match &previous {
+                let changes = match &self.previous {
                     None => vec![RecordChange::Initial],
                     Some(before) => changes::between(before, &record),
                 };
-                if !changes.is_empty() || last {
-                    let message = WatchRecordResponse {
-                        record: Some(Record::clone(&record)),
-                        changes: changes.into_iter().map(|c| c as i32).collect(),
-                        r#final: last,
-                    };
-                    if client.send(Ok(message)).await.is_err() || last {
-                        return;
-                    }
-                }
-                previous = Some(record);
-            }
-        }
-        tokio::select! {
-            changed = updates.changed() => if changed.is_err() {
-                let _ = client.send(Err(Status::unavailable("record polling stopped; watch again"))).await;
-                return;
-            },
-            () = client.closed() => return,
-            () = stopped(&mut stop) => {
-                let _ = client
-                    .send(Err(Status::unavailable("server is shutting down; reconnect and watch again")))
-                    .await;
-                return;
+                let message = (!changes.is_empty() || last).then(|| WatchRecordResponse {
+                    record: Some(Record::clone(&record)),
+                    changes: changes.into_iter().map(|c| c as i32).collect(),
+                    r#final: last,
+                });
+                self.previous = Some(record);
+                self.done = last;
+                message.map(Ok)
             }
         }
     }
