@@ -247,3 +247,79 @@ async fn watching_an_unknown_verification_is_not_found() {
     assert_eq!(status.code(), Code::InvalidArgument);
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn transient_upstream_errors_do_not_end_a_watch() {
+    let app = common::spawn_app().await;
+    let (_, id) = send(&app, "99900123456", "", "6").await;
+    let mut stream = watch(&app, Selector::VerificationId(id.clone())).await;
+    next(&mut stream).await;
+    // Fewer than the 5 consecutive failures a watch tolerates.
+    let polls_before = app.sandbox.request_count_for(RECORD_BY_ID);
+    app.sandbox.inject_status(RECORD_BY_ID, "-18", 4);
+    while app.sandbox.request_count_for(RECORD_BY_ID) < polls_before + 5 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.verifications()
+        .check_verification(pb::CheckVerificationRequest {
+            verification_id: id,
+            code: TEST_CODE.into(),
+        })
+        .await
+        .expect("check");
+    loop {
+        if next(&mut stream).await.r#final {
+            break;
+        }
+    }
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn persistent_upstream_errors_end_a_watch_with_the_mapped_status() {
+    let app = common::spawn_app().await;
+    let (_, id) = send(&app, "99900123456", "", "7").await;
+    let mut stream = watch(&app, Selector::VerificationId(id)).await;
+    next(&mut stream).await;
+    app.sandbox.inject_status(RECORD_BY_ID, "-18", 100);
+    let status = loop {
+        let item = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("ends in time")
+            .expect("an item");
+        if let Err(status) = item {
+            break status;
+        }
+    };
+    assert_eq!(status.code(), Code::Unavailable);
+    let info = tonic_types::StatusExt::get_error_details(&status)
+        .error_info()
+        .cloned()
+        .expect("error info");
+    assert_eq!(info.reason, "SYSTEM_ERROR");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_watch_ends_at_the_callers_deadline() {
+    let app = slow_polling_app().await;
+    let (_, id) = send(&app, "99900123456", "", "8").await;
+    let mut request = tonic::Request::new(pb::WatchRecordRequest {
+        selector: Some(Selector::VerificationId(id)),
+    });
+    request.set_timeout(Duration::from_millis(500));
+    let mut stream = app
+        .records()
+        .watch_record(request)
+        .await
+        .expect("watch")
+        .into_inner();
+    next(&mut stream).await;
+    let status = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("ends in time")
+        .expect("an item")
+        .expect_err("deadline");
+    assert_eq!(status.code(), Code::DeadlineExceeded);
+    app.shutdown().await;
+}

@@ -65,6 +65,6 @@ impl RecordService for RecordApi {
         request: Request<pb::WatchRecordRequest>,
     ) -> Result<Response<Self::WatchRecordStream>, Status> {
         let key = convert::watch_key(request.get_ref())?;
-        Ok(Response::new(self.watches.watch(key)))
+        Ok(Response::new(self.watches.watch(key, deadline(&request))))
     }
 }

@@ -74,4 +74,30 @@ mod tests {
         assert!(elapsed >= Duration::from_millis(450), "{elapsed:?}");
         assert!(elapsed <= Duration::from_millis(600), "{elapsed:?}");
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn when_the_cap_binds_pollers_take_turns() {
+        let budget = PollBudget::new(30);
+        let counts: Vec<_> = (0..3)
+            .map(|_| Arc::new(std::sync::atomic::AtomicU32::new(0)))
+            .collect();
+        for count in &counts {
+            let (budget, count) = (budget.clone(), Arc::clone(count));
+            tokio::spawn(async move {
+                loop {
+                    budget.acquire().await;
+                    count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let polls: Vec<u32> = counts
+            .iter()
+            .map(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+            .collect();
+        // 3 of burst + 60 over 2 s, shared by three greedy pollers: about 21 each.
+        let total: u32 = polls.iter().sum();
+        assert!((60..=66).contains(&total), "{polls:?}");
+        assert!(polls.iter().all(|&p| (19..=23).contains(&p)), "{polls:?}");
+    }
 }

@@ -20,13 +20,12 @@ mod poller;
 
 use std::{
     collections::HashMap,
+    pin::Pin,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use std::pin::Pin;
-
-use tokio::sync::watch;
+use tokio::{sync::watch, time::Instant};
 use tokio_stream::Stream;
 use tonic::Status;
 
@@ -130,13 +129,15 @@ impl WatchHub {
         }
     }
 
-    /// Opens a stream of record updates for `key`. Dropping the stream (the client went away)
-    /// drops its subscription at once, and the poller stops when no subscription is left.
-    pub fn watch(&self, key: WatchKey) -> RecordStream {
+    /// Opens a stream of record updates for `key`, ending with DEADLINE_EXCEEDED after
+    /// `deadline` if one is given. Dropping the stream (the client went away) drops its
+    /// subscription at once, and the poller stops when no subscription is left.
+    pub fn watch(&self, key: WatchKey, deadline: Option<Duration>) -> RecordStream {
         let state = StreamState {
             updates: self.subscribe(key),
             stop: self.shared.stop.clone(),
             previous: None,
+            deadline: deadline.map(|d| Instant::now() + d),
             fresh: true,
             done: false,
         };
@@ -189,6 +190,14 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopped| *stopped).await;
 }
 
+/// Resolves at `deadline`, or never without one.
+async fn expires(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
 impl PollState {
     fn is_last(&self) -> bool {
         matches!(self, Self::Record { last: true, .. } | Self::Failed(_))
@@ -200,6 +209,8 @@ struct StreamState {
     updates: watch::Receiver<PollState>,
     stop: watch::Receiver<bool>,
     previous: Option<Arc<Record>>,
+    /// The caller's deadline, if it sent one.
+    deadline: Option<Instant>,
     /// The current poll state has not been looked at yet (true only before the first message).
     fresh: bool,
     done: bool,
@@ -221,6 +232,10 @@ async fn next_message(mut s: StreamState) -> Option<(WatchItem, StreamState)> {
                     s.done = true;
                     let status = Status::unavailable("server is shutting down; reconnect and watch again");
                     return Some((Err(status), s));
+                }
+                () = expires(s.deadline) => {
+                    s.done = true;
+                    return Some((Err(Status::deadline_exceeded("the watch reached its deadline")), s));
                 }
             }
         }
