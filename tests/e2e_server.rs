@@ -59,6 +59,10 @@ impl Binary {
         for (key, value) in envs {
             command.env(key, value);
         }
+        Self::spawn(command)
+    }
+
+    fn spawn(mut command: Command) -> Self {
         let mut child = command.spawn().expect("start binary");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = std::sync::mpsc::channel();
@@ -164,4 +168,81 @@ async fn secrets_never_reach_the_log() {
         lines.iter().all(|l| !l.contains("very-secret-value")),
         "{lines:?}"
     );
+}
+
+#[tokio::test]
+async fn reflection_v1_and_v1alpha_list_every_service() {
+    use tonic_reflection::pb::{v1, v1alpha};
+    let app = common::spawn_app().await;
+    let request = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    let mut client = v1::server_reflection_client::ServerReflectionClient::new(app.channel.clone());
+    let mut replies = client
+        .server_reflection_info(tokio_stream::once(request))
+        .await
+        .expect("v1 reflection")
+        .into_inner();
+    let reply = replies.message().await.expect("reply").expect("a message");
+    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        reply.message_response
+    else {
+        panic!("expected a service list");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for service in SERVICES.iter().skip(1).chain(&["grpc.health.v1.Health"]) {
+        assert!(names.iter().any(|n| n == service), "{service} in {names:?}");
+    }
+
+    let request = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
+    };
+    let mut client =
+        v1alpha::server_reflection_client::ServerReflectionClient::new(app.channel.clone());
+    let mut replies = client
+        .server_reflection_info(tokio_stream::once(request))
+        .await
+        .expect("v1alpha reflection")
+        .into_inner();
+    assert!(replies.message().await.expect("reply").is_some());
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_subcommand_serves_the_emulator_alone() {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_itnio-otp-grpc"));
+    command
+        .args(["sandbox", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped());
+    let mut binary = Binary::spawn(command);
+    let lines = binary.wait_for("ITNIO sandbox listening");
+    let addr = lines[lines.len() - 1]
+        .split("addr=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("addr in log line")
+        .to_owned();
+    let stats: serde_json::Value = reqwest::get(format!("http://{addr}/_sandbox/stats"))
+        .await
+        .expect("stats")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(stats["total"], 0);
+    // Unsigned API calls are refused like the vendor does: HTTP 200, status "-1".
+    let reply: serde_json::Value = reqwest::get(format!("http://{addr}/template/list"))
+        .await
+        .expect("call")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(reply["status"], "-1");
+    assert!(binary.terminate().success());
 }
