@@ -42,6 +42,9 @@ pub enum ServerError {
     /// The in-process sandbox could not bind its loopback port.
     #[error("cannot start the in-process sandbox: {0}")]
     Sandbox(#[source] std::io::Error),
+    /// The gRPC listener is unusable.
+    #[error("the gRPC listener is unusable: {0}")]
+    Listener(#[source] std::io::Error),
     /// Reflection descriptors could not be loaded.
     #[error("cannot build the reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -87,7 +90,7 @@ pub async fn run(
             WatchHub::new(upstream, config.watch.clone(), stop_rx.clone()),
         )));
 
-    let addr = listener.local_addr().map_err(ServerError::Sandbox)?;
+    let addr = listener.local_addr().map_err(ServerError::Listener)?;
     info!(%addr, "gRPC server listening");
     let drain_started = stopped(stop_rx.clone());
     let server =

@@ -144,11 +144,6 @@ impl WatchHub {
         Box::pin(futures_util::stream::unfold(state, next_message))
     }
 
-    /// Number of pollers running now (one per distinct watched record).
-    pub fn active_pollers(&self) -> usize {
-        self.lock_pollers().len()
-    }
-
     fn subscribe(&self, key: WatchKey) -> watch::Receiver<PollState> {
         let mut pollers = self.lock_pollers();
         if let Some(sender) = pollers.get(&key) {
