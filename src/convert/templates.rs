@@ -24,26 +24,30 @@ struct TemplateFields<'a> {
     sender_id: &'a str,
 }
 
+/// The fields create and update requests share: the two messages name them alike.
+macro_rules! template_fields {
+    ($req:expr) => {
+        TemplateFields {
+            name: &$req.name,
+            text: &$req.text,
+            code_type: $req.code_type,
+            code_length: $req.code_length,
+            speech_rate: $req.speech_rate,
+            language: $req.language,
+            max_duration_seconds: $req.max_duration_seconds,
+            repeat_count: $req.repeat_count,
+            sender_id: &$req.sender_id,
+        }
+    };
+}
+
 /// Checks a `CreateTemplate` request and builds the `/template/add` body.
 pub fn create_request(
     req: &pb::CreateTemplateRequest,
 ) -> Result<wire::TemplateRequest, ServiceError> {
     let mut v = Violations::default();
     v.required("app_id", &req.app_id);
-    let mut body = template_body(
-        &mut v,
-        TemplateFields {
-            name: &req.name,
-            text: &req.text,
-            code_type: req.code_type,
-            code_length: req.code_length,
-            speech_rate: req.speech_rate,
-            language: req.language,
-            max_duration_seconds: req.max_duration_seconds,
-            repeat_count: req.repeat_count,
-            sender_id: &req.sender_id,
-        },
-    );
+    let mut body = template_body(&mut v, template_fields!(req));
     body.app_id = Some(req.app_id.clone());
     v.finish(body)
 }
@@ -54,20 +58,7 @@ pub fn update_request(
 ) -> Result<wire::TemplateRequest, ServiceError> {
     let mut v = Violations::default();
     v.numeric_id("template_id", &req.template_id);
-    let mut body = template_body(
-        &mut v,
-        TemplateFields {
-            name: &req.name,
-            text: &req.text,
-            code_type: req.code_type,
-            code_length: req.code_length,
-            speech_rate: req.speech_rate,
-            language: req.language,
-            max_duration_seconds: req.max_duration_seconds,
-            repeat_count: req.repeat_count,
-            sender_id: &req.sender_id,
-        },
-    );
+    let mut body = template_body(&mut v, template_fields!(req));
     body.template_id = Some(req.template_id.trim().to_owned());
     v.finish(body)
 }

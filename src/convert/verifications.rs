@@ -23,22 +23,32 @@ pub struct Sent {
     pub sna_url: String,
 }
 
+/// Checks what both sends share and builds the body; `template_id` and `code` are each send's
+/// own. Fields are checked in message order, so violations come out in that order too.
+macro_rules! send_body {
+    ($v:expr, $req:expr, template_id: $template_id:expr, code: $code:expr $(,)?) => {{
+        $v.text("app_id", &$req.app_id, 4..=32);
+        wire::SendRequest {
+            app_id: $req.app_id.clone(),
+            template_id: $template_id,
+            code: $code,
+            flow_id: $v.optional_numeric_id("flow_id", &$req.flow_id),
+            to: $v
+                .phone("phone_number", &$req.phone_number, true)
+                .unwrap_or_default(),
+            channel: $v.channel("channel", $req.channel, SEND_CHANNELS),
+            order_id: $v.order_id("order_id", &$req.order_id),
+        }
+    }};
+}
+
 /// Checks a `SendVerification` request and builds the `/verification/send` body.
 pub fn send_request(req: &pb::SendVerificationRequest) -> Result<wire::SendRequest, ServiceError> {
     let mut v = Violations::default();
-    v.text("app_id", &req.app_id, 4..=32);
-    let template_id = v.numeric_id("template_id", &req.template_id);
-    let body = wire::SendRequest {
-        app_id: req.app_id.clone(),
-        template_id,
+    let body = send_body!(v, req,
+        template_id: v.numeric_id("template_id", &req.template_id),
         code: None,
-        flow_id: v.optional_numeric_id("flow_id", &req.flow_id),
-        to: v
-            .phone("phone_number", &req.phone_number, true)
-            .unwrap_or_default(),
-        channel: v.channel("channel", req.channel, SEND_CHANNELS),
-        order_id: v.order_id("order_id", &req.order_id),
-    };
+    );
     v.finish(body)
 }
 
@@ -47,20 +57,13 @@ pub fn send_custom_code_request(
     req: &pb::SendCustomCodeRequest,
 ) -> Result<wire::SendRequest, ServiceError> {
     let mut v = Violations::default();
-    v.text("app_id", &req.app_id, 4..=32);
-    let template_id = v.optional_numeric_id("template_id", &req.template_id);
-    v.text("code", &req.code, 1..=10);
-    let body = wire::SendRequest {
-        app_id: req.app_id.clone(),
-        template_id,
-        code: Some(req.code.clone()),
-        flow_id: v.optional_numeric_id("flow_id", &req.flow_id),
-        to: v
-            .phone("phone_number", &req.phone_number, true)
-            .unwrap_or_default(),
-        channel: v.channel("channel", req.channel, SEND_CHANNELS),
-        order_id: v.order_id("order_id", &req.order_id),
-    };
+    let body = send_body!(v, req,
+        template_id: v.optional_numeric_id("template_id", &req.template_id),
+        code: {
+            v.text("code", &req.code, 1..=10);
+            Some(req.code.clone())
+        },
+    );
     v.finish(body)
 }
 
