@@ -30,7 +30,7 @@ use crate::{
         verifications::VerificationApi,
     },
     upstream::{UpstreamClient, UpstreamConfig},
-    watch::WatchHub,
+    watch::{WatchHub, stopped},
 };
 
 /// Why the server could not start or stopped abnormally.
@@ -59,7 +59,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop_tx, mut stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
         stop_tx.send_replace(true);
@@ -92,7 +92,8 @@ pub async fn run(
 
     let addr = listener.local_addr().map_err(ServerError::Listener)?;
     info!(%addr, "gRPC server listening");
-    let drain_started = stopped(stop_rx.clone());
+    let mut drain_rx = stop_rx.clone();
+    let drain_started = async move { stopped(&mut drain_rx).await };
     let server =
         router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             drain_started.await;
@@ -102,18 +103,12 @@ pub async fn run(
     let grace = config.shutdown_grace;
     tokio::select! {
         result = server => result?,
-        () = async { stopped(stop_rx).await; tokio::time::sleep(grace).await } => {
+        () = async { stopped(&mut stop_rx).await; tokio::time::sleep(grace).await } => {
             warn!(grace_ms = grace.as_millis() as u64, "drain deadline passed; closing remaining calls");
         }
     }
     info!("gRPC server stopped");
     Ok(())
-}
-
-/// Resolves once the shutdown signal has fired.
-async fn stopped(mut stop: watch::Receiver<bool>) {
-    // An error means the sender is gone, which only happens after it sent `true`.
-    let _ = stop.wait_for(|stopped| *stopped).await;
 }
 
 /// Builds the one upstream client of the process, starting the sandbox first when needed.
@@ -148,7 +143,7 @@ async fn connect_upstream(
 /// Starts the emulator on a loopback port with throwaway credentials; returns how to reach it.
 async fn start_sandbox(
     speed: f64,
-    stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
 ) -> Result<(String, String, String), ServerError> {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
@@ -161,7 +156,10 @@ async fn start_sandbox(
     sandbox_config.speed = speed;
     let sandbox = Sandbox::new(sandbox_config);
     tokio::spawn(async move {
-        if let Err(error) = sandbox.serve(listener, stopped(stop)).await {
+        if let Err(error) = sandbox
+            .serve(listener, async move { stopped(&mut stop).await })
+            .await
+        {
             warn!(%error, "in-process sandbox stopped");
         }
     });

@@ -140,13 +140,7 @@ fn limit_from_wire(limit: wire::PeriodLimit) -> pb::PeriodLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fields(err: ServiceError) -> Vec<String> {
-        match err {
-            ServiceError::InvalidArgument(list) => list.into_iter().map(|f| f.field).collect(),
-            other => panic!("expected invalid argument, got {other:?}"),
-        }
-    }
+    use crate::convert::tests::fields;
 
     #[test]
     fn valid_create_builds_the_documented_body() {

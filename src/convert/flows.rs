@@ -112,6 +112,7 @@ fn node_from_wire(node: wire::FlowNode) -> pb::FlowNode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::convert::tests::fields;
 
     #[test]
     fn nodes_are_checked_one_by_one() {
@@ -133,12 +134,8 @@ mod tests {
             ],
         })
         .expect_err("invalid");
-        let ServiceError::InvalidArgument(list) = err else {
-            panic!("expected invalid argument");
-        };
-        let fields: Vec<_> = list.iter().map(|f| f.field.as_str()).collect();
         assert_eq!(
-            fields,
+            fields(err),
             [
                 "nodes[1].waiting_time_seconds",
                 "nodes[1].trigger",
@@ -154,6 +151,6 @@ mod tests {
             nodes: vec![],
         })
         .expect_err("invalid");
-        assert!(matches!(err, ServiceError::InvalidArgument(list) if list[0].field == "nodes"));
+        assert_eq!(fields(err), ["nodes"]);
     }
 }

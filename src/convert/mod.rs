@@ -202,8 +202,16 @@ pub fn non_empty(value: &str) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// The violated field names of a validation error, in order.
+    pub(crate) fn fields(err: ServiceError) -> Vec<String> {
+        match err {
+            ServiceError::InvalidArgument(list) => list.into_iter().map(|f| f.field).collect(),
+            other => panic!("expected invalid argument, got {other:?}"),
+        }
+    }
 
     #[test]
     fn phone_numbers_are_normalised_to_digits() {

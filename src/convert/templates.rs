@@ -149,6 +149,7 @@ pub fn from_wire(template: wire::Template) -> pb::Template {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::convert::tests::fields;
 
     #[test]
     fn languages_round_trip_through_wire_codes() {
@@ -172,12 +173,8 @@ mod tests {
             sender_id: String::new(),
         })
         .expect_err("invalid");
-        let ServiceError::InvalidArgument(list) = err else {
-            panic!("expected invalid argument");
-        };
-        let fields: Vec<_> = list.iter().map(|f| f.field.as_str()).collect();
         assert_eq!(
-            fields,
+            fields(err),
             [
                 "app_id",
                 "text",

@@ -214,13 +214,7 @@ pub fn match_state_from_wire(matched: Option<i32>) -> MatchState {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fields(err: ServiceError) -> Vec<String> {
-        match err {
-            ServiceError::InvalidArgument(list) => list.into_iter().map(|f| f.field).collect(),
-            other => panic!("expected invalid argument, got {other:?}"),
-        }
-    }
+    use crate::convert::tests::fields;
 
     #[test]
     fn send_normalises_the_phone_number() {

@@ -7,7 +7,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
 
-use super::envelope::{ApiError, ApiResult, Success};
+use super::envelope::{self, ApiError, ApiResult, Success};
 use super::lenient::{self, opt_int, opt_text};
 use super::limits::{Limit, LimitIn};
 use super::state::{self, Shared};
@@ -138,11 +138,7 @@ fn ensure_name_free(
         .apps
         .values()
         .any(|app| app.name == name && Some(app.app_id.as_str()) != except);
-    if taken {
-        Err(ApiError::DataExisting)
-    } else {
-        Ok(())
-    }
+    envelope::unless_taken(taken)
 }
 
 #[cfg(test)]

@@ -8,6 +8,15 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+/// Names (and orderIds) are unique: `-20 Data existing` when another object holds it.
+pub fn unless_taken(taken: bool) -> Result<(), ApiError> {
+    if taken {
+        Err(ApiError::DataExisting)
+    } else {
+        Ok(())
+    }
+}
+
 /// The business failures the emulator answers with. The `#[error]` texts are the EN reasons
 /// from the vendor's global status-code table (§5), sent verbatim on the wire.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -10,7 +10,7 @@ use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
 
 use super::channel::Channel;
-use super::envelope::{ApiError, ApiResult, Success};
+use super::envelope::{self, ApiError, ApiResult, Success};
 use super::lenient::{self, opt_int, opt_text};
 use super::state::{self, Shared};
 
@@ -182,11 +182,7 @@ fn ensure_name_free(state: &state::State, name: &str, except: Option<i64>) -> Re
         .flows
         .values()
         .any(|f| f.name == name && Some(f.flow_id) != except);
-    if taken {
-        Err(ApiError::DataExisting)
-    } else {
-        Ok(())
-    }
+    envelope::unless_taken(taken)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
 
 use super::codes::CodeType;
-use super::envelope::{ApiError, ApiResult, Success};
+use super::envelope::{self, ApiError, ApiResult, Success};
 use super::lenient::{self, opt_int, opt_text};
 use super::state::{self, Shared};
 
@@ -185,11 +185,7 @@ fn ensure_name_free(state: &state::State, name: &str, except: Option<i64>) -> Re
         .templates
         .values()
         .any(|t| t.name == name && Some(t.template_id) != except);
-    if taken {
-        Err(ApiError::DataExisting)
-    } else {
-        Ok(())
-    }
+    envelope::unless_taken(taken)
 }
 
 #[cfg(test)]

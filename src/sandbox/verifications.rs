@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::channel::Channel;
 use super::codes::{self, CodeType};
-use super::envelope::{ApiError, ApiResult, Success};
+use super::envelope::{self, ApiError, ApiResult, Success};
 use super::flows::FlowNode;
 use super::lenient::{self, opt_int, opt_text};
 use super::limits::Limit;
@@ -212,13 +212,12 @@ fn accept(
     speed: f64,
 ) -> Result<SendReply, ApiError> {
     let resolved = resolve(state, &request)?;
-    if request
-        .order_id
-        .as_ref()
-        .is_some_and(|id| state.order_ids.contains_key(id))
-    {
-        return Err(ApiError::DataExisting);
-    }
+    envelope::unless_taken(
+        request
+            .order_id
+            .as_ref()
+            .is_some_and(|id| state.order_ids.contains_key(id)),
+    )?;
     let log = state.sends.entry(request.app_id.clone()).or_default();
     log.check(&resolved.total, &resolved.phone, &request.to, now)?;
     let code = match request.code {

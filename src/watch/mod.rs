@@ -179,8 +179,8 @@ impl WatchHub {
     }
 }
 
-/// Resolves once the server's shutdown signal has fired.
-async fn stopped(stop: &mut watch::Receiver<bool>) {
+/// Resolves once the server's shutdown signal (a `watch` turned true) has fired.
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     // An error means the sender is gone, which only happens after shutdown began.
     let _ = stop.wait_for(|stopped| *stopped).await;
 }
