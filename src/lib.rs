@@ -9,9 +9,11 @@
 //!  watch/*    WatchRecord: one shared upstream poller per watched record, fanned out to streams
 //!  sandbox/*  an emulator of the whole ITNIO OTP API; shares no types with upstream/
 //!  error.rs   the one place upstream and validation failures become gRPC statuses
+//!  caller.rs  who is calling (attached by the auth layer) and on which ITNIO account
 //!  config.rs  flags + environment, validated before anything listens; main.rs only wires it up
 //! ```
 
+pub mod caller;
 pub mod config;
 pub mod convert;
 pub mod error;
