@@ -5,7 +5,7 @@
 //! [`Caller::of`]. Without authentication configured every request is [`Caller::anonymous`] on the
 //! `default` account, so code below the auth layer never has to ask whether auth is on.
 
-use std::sync::Arc;
+use std::{num::NonZeroU32, sync::Arc};
 
 /// The account configured from the environment (`ITNIO_API_KEY` & co.).
 pub const DEFAULT_ACCOUNT: &str = "default";
@@ -17,6 +17,7 @@ pub const ANONYMOUS: &str = "anonymous";
 pub struct Caller {
     name: Arc<str>,
     account: Arc<str>,
+    sends_per_minute: Option<NonZeroU32>,
 }
 
 impl Caller {
@@ -25,7 +26,15 @@ impl Caller {
         Self {
             name: name.into(),
             account: account.into(),
+            sends_per_minute: None,
         }
+    }
+
+    /// The same caller, limited to `limit` sends per minute (`sends_per_minute` in the callers
+    /// file), enforced across replicas by the shared store.
+    pub fn with_sends_per_minute(mut self, limit: NonZeroU32) -> Self {
+        self.sends_per_minute = Some(limit);
+        self
     }
 
     /// The caller of a service that runs without authentication.
@@ -41,6 +50,11 @@ impl Caller {
     /// The name of the ITNIO account this caller's calls go to.
     pub fn account(&self) -> &str {
         &self.account
+    }
+
+    /// The caller's own send rate limit, if the callers file sets one.
+    pub fn sends_per_minute(&self) -> Option<NonZeroU32> {
+        self.sends_per_minute
     }
 
     /// The caller the auth layer attached to `request`, or the anonymous one.
@@ -62,6 +76,7 @@ mod tests {
         let caller = Caller::of(&tonic::Request::new(()));
         assert_eq!(caller.name(), ANONYMOUS);
         assert_eq!(caller.account(), DEFAULT_ACCOUNT);
+        assert_eq!(caller.sends_per_minute(), None);
     }
 
     #[test]
@@ -69,9 +84,10 @@ mod tests {
         let mut request = tonic::Request::new(());
         request
             .extensions_mut()
-            .insert(Caller::new("checkout", "brand-b"));
+            .insert(Caller::new("checkout", "brand-b").with_sends_per_minute(NonZeroU32::MIN));
         let caller = Caller::of(&request);
         assert_eq!(caller.name(), "checkout");
         assert_eq!(caller.account(), "brand-b");
+        assert_eq!(caller.sends_per_minute(), Some(NonZeroU32::MIN));
     }
 }
