@@ -289,6 +289,46 @@ mod tests {
     }
 
     #[test]
+    fn transport_failures_keep_where_the_call_failed() {
+        let endpoint = Endpoint::AppDetails;
+        let detail = || "detail".to_owned();
+        let table = [
+            (
+                UpstreamError::Timeout { endpoint },
+                Code::DeadlineExceeded,
+                "UPSTREAM_TIMEOUT",
+                false,
+            ),
+            (
+                UpstreamError::Connect {
+                    endpoint,
+                    detail: detail(),
+                },
+                Code::Unavailable,
+                "UPSTREAM_UNREACHABLE",
+                true,
+            ),
+            (
+                UpstreamError::Decode {
+                    endpoint,
+                    detail: detail(),
+                },
+                Code::Unavailable,
+                "UPSTREAM_BAD_RESPONSE",
+                false,
+            ),
+        ];
+        for (error, code, reason, retry) in table {
+            let status = Status::from(error);
+            assert_eq!(status.code(), code, "{reason}");
+            let details = status.get_error_details();
+            assert_eq!(details.error_info().expect("info").reason, reason);
+            assert_eq!(details.retry_info().is_some(), retry, "{reason}");
+            assert!(!status.message().contains("detail"), "{reason}");
+        }
+    }
+
+    #[test]
     fn reason_text_digit_runs_are_masked() {
         assert_eq!(redact_digits("number 8613512345678 bad"), "number … bad");
         assert_eq!(redact_digits("limit 90 reached"), "limit 90 reached");

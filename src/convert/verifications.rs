@@ -360,6 +360,28 @@ mod tests {
     }
 
     #[test]
+    fn resend_keeps_the_id_and_may_switch_channel() {
+        let body = resend_request(&pb::ResendVerificationRequest {
+            verification_id: "22206051443051000003".into(),
+            channel: pb::Channel::Call as i32,
+        })
+        .expect("valid");
+        assert_eq!(
+            body,
+            wire::ResendRequest {
+                verification_id: "22206051443051000003".into(),
+                channel: Some("call".into()),
+            }
+        );
+        let err = resend_request(&pb::ResendVerificationRequest {
+            verification_id: " ".into(),
+            channel: 9,
+        })
+        .expect_err("invalid");
+        assert_eq!(fields(err), ["verification_id", "channel"]);
+    }
+
+    #[test]
     fn percentages_have_at_most_two_decimals() {
         for ok in ["0", "10", "12.5", "99.99", "100", "100.00"] {
             assert!(is_percentage(ok), "{ok}");
