@@ -238,7 +238,7 @@ async fn a_cancelled_watch_stops_its_poller() {
                 "the poller was still running 10 s after its only watcher left"
             ),
             2 => break,
-            polls => panic!("{polls} polls: the retired poller kept polling"),
+            polls => panic!("{polls} polls: the poller kept polling after its only watcher left"),
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
