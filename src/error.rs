@@ -260,6 +260,75 @@ mod tests {
     }
 
     #[test]
+    fn http_errors_are_retryable_only_for_429_and_5xx() {
+        let table = [
+            (429, Code::Unavailable),
+            (500, Code::Unavailable),
+            (503, Code::Unavailable),
+            (400, Code::Internal),
+            (404, Code::Internal),
+            (428, Code::Internal),
+            (499, Code::Internal),
+        ];
+        for (http, code) in table {
+            let error = UpstreamError::Http {
+                endpoint: Endpoint::VerificationRecord,
+                status: http,
+            };
+            let status = Status::from(ServiceError::from(error));
+            assert_eq!(status.code(), code, "HTTP {http}");
+            let details = status.get_error_details();
+            let retry = details.retry_info().and_then(|r| r.retry_delay);
+            let expected = (code == Code::Unavailable).then(|| Duration::from_secs(1));
+            assert_eq!(retry, expected, "RetryInfo for HTTP {http}");
+            let info = details.error_info().expect("error info");
+            assert_eq!(info.reason, "UPSTREAM_HTTP_ERROR");
+            assert_eq!(info.metadata["http_status"], http.to_string());
+            assert_eq!(status.message(), format!("ITNIO answered HTTP {http}"));
+        }
+    }
+
+    #[test]
+    fn transport_failures_keep_where_the_call_failed() {
+        let endpoint = Endpoint::AppDetails;
+        let detail = || "detail".to_owned();
+        let table = [
+            (
+                UpstreamError::Timeout { endpoint },
+                Code::DeadlineExceeded,
+                "UPSTREAM_TIMEOUT",
+                false,
+            ),
+            (
+                UpstreamError::Connect {
+                    endpoint,
+                    detail: detail(),
+                },
+                Code::Unavailable,
+                "UPSTREAM_UNREACHABLE",
+                true,
+            ),
+            (
+                UpstreamError::Decode {
+                    endpoint,
+                    detail: detail(),
+                },
+                Code::Unavailable,
+                "UPSTREAM_BAD_RESPONSE",
+                false,
+            ),
+        ];
+        for (error, code, reason, retry) in table {
+            let status = Status::from(error);
+            assert_eq!(status.code(), code, "{reason}");
+            let details = status.get_error_details();
+            assert_eq!(details.error_info().expect("info").reason, reason);
+            assert_eq!(details.retry_info().is_some(), retry, "{reason}");
+            assert!(!status.message().contains("detail"), "{reason}");
+        }
+    }
+
+    #[test]
     fn reason_text_digit_runs_are_masked() {
         assert_eq!(redact_digits("number 8613512345678 bad"), "number … bad");
         assert_eq!(redact_digits("limit 90 reached"), "limit 90 reached");

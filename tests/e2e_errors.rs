@@ -268,12 +268,65 @@ async fn silent_upstream_hits_the_callers_deadline() {
     let mut request = Request::new(pb::GetAppRequest {
         app_id: "mRELxtHc".into(),
     });
-    request.set_timeout(Duration::from_millis(300));
+    // 2 s: the server gives up 200 ms before the caller's own timer fires, enough head start for
+    // its DEADLINE_EXCEEDED to arrive first even on a busy machine.
+    request.set_timeout(Duration::from_secs(2));
     let started = std::time::Instant::now();
     let status = apps.get_app(request).await.expect_err("timeout");
-    assert_eq!(status.code(), Code::DeadlineExceeded);
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert_eq!(
+        status
+            .get_error_details()
+            .error_info()
+            .expect("info")
+            .reason,
+        "UPSTREAM_TIMEOUT"
+    );
     assert!(
-        started.elapsed() < Duration::from_secs(3),
+        started.elapsed() < Duration::from_secs(4),
         "the 5 s upstream timeout was shortened"
     );
+}
+
+#[tokio::test]
+async fn http_errors_are_unavailable_only_when_a_retry_can_help() {
+    use wiremock::{Mock, ResponseTemplate, matchers::path};
+    let upstream = wiremock::MockServer::start().await;
+    let table = [
+        (429, Code::Unavailable),
+        (500, Code::Unavailable),
+        (503, Code::Unavailable),
+        (400, Code::Internal),
+        (404, Code::Internal),
+    ];
+    for (http, _) in table {
+        Mock::given(path(format!("/app/details/http{http:04}")))
+            .respond_with(ResponseTemplate::new(http))
+            .mount(&upstream)
+            .await;
+    }
+    let (addr, _server) = common::spawn_server(
+        common::upstream_config(&upstream.uri()),
+        std::future::pending(),
+    )
+    .await;
+    let mut apps = pb::app_service_client::AppServiceClient::new(common::connect(addr).await);
+    for (http, code) in table {
+        let status = apps
+            .get_app(pb::GetAppRequest {
+                app_id: format!("http{http:04}"),
+            })
+            .await
+            .expect_err("HTTP error");
+        assert_eq!(status.code(), code, "HTTP {http}");
+        let details = status.get_error_details();
+        let info = details.error_info().expect("info");
+        assert_eq!(info.reason, "UPSTREAM_HTTP_ERROR", "HTTP {http}");
+        assert_eq!(info.metadata["http_status"], http.to_string());
+        assert_eq!(
+            details.retry_info().is_some(),
+            code == Code::Unavailable,
+            "RetryInfo for HTTP {http}"
+        );
+    }
 }

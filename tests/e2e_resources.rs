@@ -121,6 +121,16 @@ async fn templates_round_trip_with_every_setting() {
     assert_eq!(created.code_type, CodeType::Alphanumeric as i32);
     assert_eq!(created.language, Language::Jp as i32);
     assert_eq!((created.code_length, created.repeat_count), (8, 3));
+    assert_eq!(created.speech_rate, 70);
+    assert_eq!(created.max_duration_seconds, 120);
+    assert_eq!(
+        created.sender_id, "ACME",
+        "the sender id reaches ITNIO and comes back"
+    );
+    assert_eq!(
+        (created.app_id.as_str(), created.name.as_str()),
+        (app_id.as_str(), "voice-login")
+    );
 
     let updated = templates
         .update_template(pb::UpdateTemplateRequest {
@@ -147,6 +157,13 @@ async fn templates_round_trip_with_every_setting() {
         .template
         .expect("template");
     assert_eq!(fetched.text, "##code## again");
+    assert_eq!(fetched.name, "voice-login-2");
+    assert_eq!(
+        (fetched.speech_rate, fetched.max_duration_seconds),
+        (50, 59),
+        "an update replaces every setting, so the documented defaults apply"
+    );
+    assert_eq!(fetched.sender_id, "", "the replaced sender id is gone");
 
     let listed = templates
         .list_templates(pb::ListTemplatesRequest {})

@@ -76,13 +76,16 @@ impl Binary {
         Self { child, stderr: rx }
     }
 
-    /// Waits for a stderr line containing `needle`; returns every line up to and including it.
+    /// Waits up to 20 s for a stderr line containing `needle`; returns every line up to and
+    /// including it.
     fn wait_for(&self, needle: &str) -> Vec<String> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
         let mut seen = Vec::new();
         loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
             let line = self
                 .stderr
-                .recv_timeout(Duration::from_secs(20))
+                .recv_timeout(left)
                 .unwrap_or_else(|_| panic!("no log line containing {needle:?} in {seen:?}"));
             let found = line.contains(needle);
             seen.push(line);
@@ -192,7 +195,8 @@ async fn reflection_v1_and_v1alpha_list_every_service() {
     else {
         panic!("expected a service list");
     };
-    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    names.sort();
     for service in SERVICES.iter().skip(1).chain(&["grpc.health.v1.Health"]) {
         assert!(names.iter().any(|n| n == service), "{service} in {names:?}");
     }
@@ -210,7 +214,19 @@ async fn reflection_v1_and_v1alpha_list_every_service() {
         .await
         .expect("v1alpha reflection")
         .into_inner();
-    assert!(replies.message().await.expect("reply").is_some());
+    let reply = replies.message().await.expect("reply").expect("a message");
+    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        reply.message_response
+    else {
+        panic!("expected a service list from v1alpha");
+    };
+    let mut alpha_names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    alpha_names.sort();
+    // Each reflection version lists itself; everything else is the same list.
+    let v1_name = |n: &String| n.replace(".v1alpha.", ".v1.");
+    let alpha_as_v1: Vec<String> = alpha_names.iter().map(v1_name).collect();
+    assert_eq!(alpha_as_v1, names, "v1alpha lists what v1 lists");
+    assert!(alpha_names.contains(&"grpc.reflection.v1alpha.ServerReflection".to_owned()));
     app.shutdown().await;
 }
 

@@ -4,6 +4,8 @@ mod common;
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use common::{TEST_CODE, TestApp};
 use itnio_otp_grpc::proto::v1::{
     self as pb, Channel, DeliveryStatus, FlowTrigger, MatchState, RecordChange,
@@ -50,6 +52,17 @@ async fn next(stream: &mut Streaming<pb::WatchRecordResponse>) -> pb::WatchRecor
         .expect("update, not error")
 }
 
+/// Reads messages until the final one; at most 50, each within `next`'s 10 s.
+async fn next_final(stream: &mut Streaming<pb::WatchRecordResponse>) -> pb::WatchRecordResponse {
+    for _ in 0..50 {
+        let message = next(stream).await;
+        if message.r#final {
+            return message;
+        }
+    }
+    panic!("no final message among 50 updates");
+}
+
 fn sms_status(message: &pb::WatchRecordResponse) -> i32 {
     message.record.as_ref().expect("record").sms_attempts[0].status
 }
@@ -64,7 +77,11 @@ async fn watch_sees_delivery_then_match_then_ends() {
     assert!(!first.r#final);
 
     let mut message = first;
-    while sms_status(&message) != DeliveryStatus::Delivered as i32 {
+    for updates in 0.. {
+        if sms_status(&message) == DeliveryStatus::Delivered as i32 {
+            break;
+        }
+        assert!(updates < 50, "no delivery among 50 updates");
         message = next(&mut stream).await;
         assert!(
             message
@@ -119,7 +136,8 @@ async fn a_flow_falling_back_to_a_call_shows_up_as_updates() {
     )
     .await;
     let mut saw_sms_failed = false;
-    loop {
+    for updates in 0.. {
+        assert!(updates < 50, "no call attempt among 50 updates");
         let message = next(&mut stream).await;
         let record = message.record.expect("record");
         if record.sms_attempts[0].status == DeliveryStatus::Failed as i32 {
@@ -198,19 +216,32 @@ async fn a_thousand_watchers_cost_the_upstream_what_one_does() {
 
 #[tokio::test]
 async fn a_cancelled_watch_stops_its_poller() {
-    let app = common::spawn_app().await;
+    // The poller polls once, then waits 30 s, or less if its last watcher leaves. A watch that
+    // finds a retired poller starts a new one, which polls at once; a watch that joins a live
+    // poller is answered from its cache without a poll. So a new poll proves the old poller
+    // is gone, with no waiting for time to pass.
+    let app = slow_polling_app().await;
     let (_, id) = send(&app, "99900123456", "", "4").await;
-    let mut stream = watch(&app, Selector::VerificationId(id)).await;
+    let base = app.sandbox.request_count_for(RECORD_BY_ID);
+    let mut stream = watch(&app, Selector::VerificationId(id.clone())).await;
     next(&mut stream).await;
+    assert_eq!(app.sandbox.request_count_for(RECORD_BY_ID), base + 1);
     drop(stream);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let after_cancel = app.sandbox.request_count_for(RECORD_BY_ID);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        app.sandbox.request_count_for(RECORD_BY_ID),
-        after_cancel,
-        "no polls once the only watcher is gone"
-    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut probe = watch(&app, Selector::VerificationId(id.clone())).await;
+        next(&mut probe).await;
+        drop(probe);
+        match app.sandbox.request_count_for(RECORD_BY_ID) - base {
+            1 => assert!(
+                Instant::now() < deadline,
+                "the poller was still running 10 s after its only watcher left"
+            ),
+            2 => break,
+            polls => panic!("{polls} polls: the poller kept polling after its only watcher left"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     app.shutdown().await;
 }
 
@@ -257,7 +288,12 @@ async fn transient_upstream_errors_do_not_end_a_watch() {
     // Fewer than the 5 consecutive failures a watch tolerates.
     let polls_before = app.sandbox.request_count_for(RECORD_BY_ID);
     app.sandbox.inject_status(RECORD_BY_ID, "-18", 4);
+    let deadline = Instant::now() + Duration::from_secs(10);
     while app.sandbox.request_count_for(RECORD_BY_ID) < polls_before + 5 {
+        assert!(
+            Instant::now() < deadline,
+            "the poller did not get past the injected errors within 10 s"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     app.verifications()
@@ -267,11 +303,12 @@ async fn transient_upstream_errors_do_not_end_a_watch() {
         })
         .await
         .expect("check");
-    loop {
-        if next(&mut stream).await.r#final {
-            break;
-        }
-    }
+    // `next` fails on an error item, so reaching the final message proves the stream survived.
+    let last = next_final(&mut stream).await;
+    let outcome = last.record.expect("record").outcome.expect("outcome");
+    assert_eq!(outcome.match_state, MatchState::Matched as i32);
+    let end = tokio::time::timeout(Duration::from_secs(5), stream.next()).await;
+    assert!(matches!(end, Ok(None)), "the stream ends with OK");
     app.shutdown().await;
 }
 
@@ -282,15 +319,18 @@ async fn persistent_upstream_errors_end_a_watch_with_the_mapped_status() {
     let mut stream = watch(&app, Selector::VerificationId(id)).await;
     next(&mut stream).await;
     app.sandbox.inject_status(RECORD_BY_ID, "-18", 100);
-    let status = loop {
-        let item = tokio::time::timeout(Duration::from_secs(10), stream.next())
-            .await
-            .expect("ends in time")
-            .expect("an item");
-        if let Err(status) = item {
-            break status;
+    let first_error = async {
+        while let Some(item) = stream.next().await {
+            if let Err(status) = item {
+                return Some(status);
+            }
         }
+        None
     };
+    let status = tokio::time::timeout(Duration::from_secs(10), first_error)
+        .await
+        .expect("the watch ends within 10 s")
+        .expect("it ends with an error, not OK");
     assert_eq!(status.code(), Code::Unavailable);
     let info = tonic_types::StatusExt::get_error_details(&status)
         .error_info()
@@ -307,7 +347,9 @@ async fn a_watch_ends_at_the_callers_deadline() {
     let mut request = tonic::Request::new(pb::WatchRecordRequest {
         selector: Some(Selector::VerificationId(id)),
     });
-    request.set_timeout(Duration::from_millis(500));
+    // The watch ends 200 ms before the caller's own timer would (a tenth of 2 s), so its
+    // DEADLINE_EXCEEDED arrives first even on a busy machine.
+    request.set_timeout(Duration::from_secs(2));
     let mut stream = app
         .records()
         .watch_record(request)

@@ -176,16 +176,48 @@ fn assert_error(reply: &Value, code: &str, reason: &str) {
     assert!(reply.get("data").is_none(), "errors carry no data: {reply}");
 }
 
-/// Sleeps for `emulated_secs` of emulated time at `speed`.
-async fn pause(emulated_secs: f64, speed: f64) {
-    tokio::time::sleep(Duration::from_secs_f64(emulated_secs / speed)).await;
+/// Reads with `read` until `ready` holds, failing after 10 s of real time with the last reply:
+/// the sandbox's emulated clock runs on wall time, so waiting for it is polling, not sleeping.
+async fn eventually<F, Fut>(what: &str, mut read: F, ready: impl Fn(&Value) -> bool) -> Value
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Value>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let reply = read().await;
+        if ready(&reply) {
+            return reply;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} did not happen within 10 s; last reply: {reply}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
-#[test]
-fn documented_signature_example() {
-    assert_eq!(
-        md5_hex("bDqJFiq97bz1lzh91630468800"),
-        "05d7a50893e22a5c4bb3216ae3396c7c"
+#[tokio::test]
+async fn the_sandbox_accepts_the_documented_signature_example() {
+    // The API document's example, header values copied literally: key, secret, 2021 timestamp.
+    let mut config = SandboxConfig::new(KEY, SECRET);
+    config.clock_skew = Duration::from_secs(100 * 365 * 24 * 3600);
+    let h = start(config).await;
+    let call = |sign: &'static str| {
+        h.raw(
+            Method::GET,
+            "/template/list",
+            None,
+            Some(KEY),
+            Some("1630468800"),
+            Some(sign),
+        )
+    };
+    assert_eq!(status(&call("05d7a50893e22a5c4bb3216ae3396c7c").await), "0");
+    assert_error(
+        &call("05d7a50893e22a5c4bb3216ae3396c7d").await,
+        "-1",
+        "Authentication error",
     );
 }
 
@@ -525,7 +557,12 @@ async fn codes_expire_in_emulated_time() {
         .send(json!({"appId": app_id, "templateId": template_id, "to":"99900123456"}))
         .await;
     let id = sent["data"]["verificationId"].as_str().unwrap();
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    eventually(
+        "code expiry",
+        || h.record(id),
+        |r| r["data"]["verifications"]["matched"] == 5,
+    )
+    .await;
     assert_eq!(h.verify(id, "1234").await["data"]["matched"], 5);
     assert_eq!(h.record(id).await["data"]["verifications"]["matched"], 5);
 }
@@ -678,8 +715,10 @@ async fn period_limits() {
 
 #[tokio::test]
 async fn sms_timeline_unfolds() {
-    // Slow enough that the first read surely lands in the 0.2 s "sending" window.
-    let h = at_speed(20.0).await;
+    // The SMS is "sending" for 4 emulated seconds: at speed 2 the first read has 2 s of real
+    // time to land in that window (the exact timeline at fixed instants is a unit test in
+    // src/sandbox/records.rs); the delivery is then awaited by polling.
+    let h = at_speed(2.0).await;
     let (app_id, template_id) = h.ready("timeline_app").await;
     let sent = h
         .send(json!({"appId": app_id, "templateId": template_id, "to":"99900123456"}))
@@ -694,8 +733,12 @@ async fn sms_timeline_unfolds() {
     assert_eq!(early["data"]["verifications"]["matched"], 1);
     assert_eq!(early["data"]["verifications"]["oriReceiver"], "99900123456");
     assert_eq!(early["data"]["call"], json!([]));
-    pause(5.0, 20.0).await;
-    let done = h.record(id).await;
+    let done = eventually(
+        "SMS delivery",
+        || h.record(id),
+        |r| r["data"]["sms"][0]["doneTm"].is_string(),
+    )
+    .await;
     let sms = &done["data"]["sms"][0];
     assert_eq!(
         (sms["status"].as_i64(), sms["reason"].as_str()),
@@ -719,10 +762,12 @@ async fn scripted_failures_show_in_records() {
         .send(json!({"appId": app_id, "templateId": template_id, "to":"99901123456"}))
         .await;
     let call = h.send(json!({"appId": app_id, "templateId": template_id, "to":"99902123456","channel":"call"})).await;
-    pause(33.0, 100.0).await;
-    let sms_record = h
-        .record(sms["data"]["verificationId"].as_str().unwrap())
-        .await;
+    let sms_record = eventually(
+        "SMS failure",
+        || h.record(sms["data"]["verificationId"].as_str().unwrap()),
+        |r| r["data"]["sms"][0]["doneTm"].is_string(),
+    )
+    .await;
     assert_eq!(
         (
             sms_record["data"]["sms"][0]["status"].as_i64(),
@@ -730,9 +775,12 @@ async fn scripted_failures_show_in_records() {
         ),
         (Some(1), Some("failed"))
     );
-    let call_record = h
-        .record(call["data"]["verificationId"].as_str().unwrap())
-        .await;
+    let call_record = eventually(
+        "call hang-up",
+        || h.record(call["data"]["verificationId"].as_str().unwrap()),
+        |r| r["data"]["call"][0]["hangupTime"].is_string(),
+    )
+    .await;
     let entry = &call_record["data"]["call"][0];
     assert_eq!(
         (
@@ -762,13 +810,17 @@ async fn flow_falls_back_from_sms_to_call() {
     let sent = h.send(body).await;
     assert_eq!(status(&sent), "0", "{sent}");
     let id = sent["data"]["verificationId"].as_str().unwrap();
-    pause(47.0, 100.0).await;
-    let record = h
-        .post(
-            "/verification/orderId/record",
-            json!({"appId": app_id, "orderId":"order-42"}),
-        )
-        .await;
+    let record = eventually(
+        "the call fallback",
+        || {
+            h.post(
+                "/verification/orderId/record",
+                json!({"appId": app_id, "orderId":"order-42"}),
+            )
+        },
+        |r| r["data"]["call"][0]["terminationCode"].is_i64(),
+    )
+    .await;
     assert_eq!(status(&record), "0", "{record}");
     let data = &record["data"];
     assert_eq!(

@@ -240,6 +240,94 @@ pub(crate) mod tests {
         assert_eq!(timestamp_from_wire(None), None);
     }
 
+    /// The violated fields one check records.
+    fn violated(check: impl FnOnce(&mut Violations)) -> Vec<String> {
+        let mut v = Violations::default();
+        check(&mut v);
+        match v.finish(()) {
+            Ok(()) => Vec::new(),
+            Err(err) => fields(err),
+        }
+    }
+
+    #[test]
+    fn ids_must_be_positive() {
+        for bad in ["0", "-5", "+0", "1.5", "x"] {
+            assert_eq!(
+                violated(|v| assert_eq!(v.numeric_id("flow_id", bad), None)),
+                ["flow_id"],
+                "{bad:?}"
+            );
+        }
+        let mut v = Violations::default();
+        assert_eq!(v.numeric_id("flow_id", " 42 "), Some(42));
+        assert_eq!(v.optional_numeric_id("flow_id", "1"), Some(1));
+        assert_eq!(v.optional_numeric_id("flow_id", "  "), None);
+        assert!(v.finish(()).is_ok());
+        assert_eq!(violated(|v| _ = v.numeric_id("id", " ")), ["id"]);
+    }
+
+    #[test]
+    fn order_ids_take_up_to_64_characters() {
+        let mut v = Violations::default();
+        let longest = "é".repeat(64);
+        assert_eq!(v.order_id("order_id", &longest), Some(longest.clone()));
+        assert_eq!(v.order_id("order_id", ""), None);
+        assert!(v.finish(()).is_ok());
+        let too_long = "x".repeat(65);
+        assert_eq!(
+            violated(|v| _ = v.order_id("order_id", &too_long)),
+            ["order_id"]
+        );
+    }
+
+    #[test]
+    fn blank_text_is_missing_even_at_a_valid_length() {
+        assert_eq!(violated(|v| v.text("name", "    ", 4..=32)), ["name"]);
+        assert_eq!(violated(|v| v.text("name", "\t \n ", 1..=32)), ["name"]);
+        assert!(violated(|v| v.text("name", "a b ", 4..=32)).is_empty());
+        assert!(violated(|v| v.text("name", "", 0..=32)).is_empty());
+        assert_eq!(violated(|v| v.required("app_id", " \t")), ["app_id"]);
+        assert!(violated(|v| v.required("app_id", "a")).is_empty());
+        let mut v = Violations::default();
+        v.text("name", "    ", 4..=32);
+        let Err(ServiceError::InvalidArgument(list)) = v.finish(()) else {
+            panic!("expected a violation");
+        };
+        assert_eq!(list[0].description, "is required");
+    }
+
+    #[test]
+    fn every_channel_crosses_the_wire_both_ways() {
+        for (channel, wire) in [
+            (Channel::Sms, "sms"),
+            (Channel::Call, "call"),
+            (Channel::Sna, "sna"),
+        ] {
+            assert_eq!(channel_to_wire(channel), wire);
+            assert_eq!(channel_from_wire(Some(wire)), channel);
+            assert_eq!(channel_from_wire(Some(&wire.to_uppercase())), channel);
+        }
+        assert_eq!(channel_from_wire(Some("fax")), Channel::Unspecified);
+        assert_eq!(channel_from_wire(None), Channel::Unspecified);
+        let mut v = Violations::default();
+        assert_eq!(
+            v.channel("channel", Channel::Sna as i32, SEND_CHANNELS)
+                .as_deref(),
+            Some("sna")
+        );
+        assert_eq!(v.channel("channel", 0, SEND_CHANNELS), None);
+        assert!(v.finish(()).is_ok());
+        let sms_only = violated(|v| _ = v.channel("nodes[0].channel", 3, &[Channel::Sms]));
+        assert_eq!(sms_only, ["nodes[0].channel"]);
+    }
+
+    #[test]
+    fn empty_optional_text_is_absent() {
+        assert_eq!(non_empty("ACME").as_deref(), Some("ACME"));
+        assert_eq!(non_empty(""), None);
+    }
+
     #[test]
     fn violations_collect_every_field() {
         let mut v = Violations::default();

@@ -256,19 +256,129 @@ mod tests {
 
     #[test]
     fn custom_code_and_check_lengths_differ() {
-        let ok = send_custom_code_request(&pb::SendCustomCodeRequest {
+        let body = send_custom_code_request(&pb::SendCustomCodeRequest {
             app_id: "mRELxtHc".into(),
+            template_id: " 455 ".into(),
+            flow_id: "77".into(),
             code: "1".into(),
+            phone_number: "+91 856 321 412".into(),
+            channel: pb::Channel::Sna as i32,
+            order_id: "o".repeat(64),
+        })
+        .expect("valid");
+        assert_eq!(
+            body,
+            wire::SendRequest {
+                app_id: "mRELxtHc".into(),
+                template_id: Some(455),
+                code: Some("1".into()),
+                flow_id: Some(77),
+                to: "91856321412".into(),
+                channel: Some("sna".into()),
+                order_id: Some("o".repeat(64)),
+            }
+        );
+        let no_template = send_custom_code_request(&pb::SendCustomCodeRequest {
+            app_id: "mRELxtHc".into(),
+            code: "A1B2C3".into(),
             phone_number: "91856321412".into(),
             ..Default::default()
-        });
-        assert!(ok.is_ok());
+        })
+        .expect("the template is optional");
+        assert_eq!(no_template.template_id, None);
+        let err = send_custom_code_request(&pb::SendCustomCodeRequest {
+            app_id: "mRELxtHc".into(),
+            code: "12345678901".into(),
+            phone_number: "91856321412".into(),
+            ..Default::default()
+        })
+        .expect_err("code too long");
+        assert_eq!(fields(err), ["code"]);
         let err = check_request(&pb::CheckVerificationRequest {
             verification_id: "22206051443051000003".into(),
             code: "123".into(),
         })
         .expect_err("too short");
         assert_eq!(fields(err), ["code"]);
+    }
+
+    #[test]
+    fn every_wire_match_state_has_its_own_meaning() {
+        let table = [
+            (Some(-1), MatchState::NotVerified),
+            (Some(0), MatchState::Matched),
+            (Some(1), MatchState::Sending),
+            (Some(2), MatchState::WrongCode),
+            (Some(3), MatchState::NotFound),
+            (Some(4), MatchState::AlreadyUsed),
+            (Some(5), MatchState::Expired),
+            (Some(6), MatchState::Unspecified),
+            (Some(-2), MatchState::Unspecified),
+            (None, MatchState::Unspecified),
+        ];
+        for (wire, state) in table {
+            assert_eq!(match_state_from_wire(wire), state, "matched = {wire:?}");
+        }
+    }
+
+    fn rate_request(mcc: &str) -> pb::ReportConversionRateRequest {
+        pb::ReportConversionRateRequest {
+            app_id: "mRELxtHc".into(),
+            mcc: mcc.into(),
+            conversion_count: Some(100),
+            base_count: Some(1000),
+            rate_percent: " 10.5 ".into(),
+            callback_time: Some(Timestamp {
+                seconds: 1_674_957_598,
+                nanos: 0,
+            }),
+        }
+    }
+
+    #[test]
+    fn mcc_is_one_to_three_digits() {
+        for bad in ["", "   ", "4600", "46a", "-46", "4 6"] {
+            let err = conversion_rate_request(&rate_request(bad)).expect_err(bad);
+            assert_eq!(fields(err), ["mcc"], "{bad:?}");
+        }
+        for ok in ["4", "46", "460", " 460 "] {
+            let body = conversion_rate_request(&rate_request(ok)).expect(ok);
+            assert_eq!(body.mcc, ok.trim());
+        }
+        let body = conversion_rate_request(&rate_request("460")).expect("valid");
+        assert_eq!(
+            body,
+            wire::ConversionRateReport {
+                app_id: "mRELxtHc".into(),
+                mcc: "460".into(),
+                backfill_number: Some("100".into()),
+                backfill_cardinal_number: Some("1000".into()),
+                backfill_now: "10.5".into(),
+                callback_time: "2023-01-29T01:59:58+00:00".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn resend_keeps_the_id_and_may_switch_channel() {
+        let body = resend_request(&pb::ResendVerificationRequest {
+            verification_id: "22206051443051000003".into(),
+            channel: pb::Channel::Call as i32,
+        })
+        .expect("valid");
+        assert_eq!(
+            body,
+            wire::ResendRequest {
+                verification_id: "22206051443051000003".into(),
+                channel: Some("call".into()),
+            }
+        );
+        let err = resend_request(&pb::ResendVerificationRequest {
+            verification_id: " ".into(),
+            channel: 9,
+        })
+        .expect_err("invalid");
+        assert_eq!(fields(err), ["verification_id", "channel"]);
     }
 
     #[test]

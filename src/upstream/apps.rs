@@ -108,6 +108,9 @@ impl UpstreamClient {
 
 #[cfg(test)]
 mod tests {
+    //! Equivalent mutant: `PeriodLimit::disabled -> Default::default()` is what `disabled` already
+    //! returns (a name for the documented "no limit" shape), so no test can tell them apart.
+
     use super::*;
     use serde_json::json;
 

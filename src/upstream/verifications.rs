@@ -289,6 +289,20 @@ mod tests {
     }
 
     #[test]
+    fn debug_still_tells_whether_an_optional_secret_is_there() {
+        let with = format!("{:?}", send_rule());
+        assert!(with.contains("code: Some(<redacted>)"), "{with}");
+        let without = format!(
+            "{:?}",
+            SendRequest {
+                code: None,
+                ..send_rule()
+            }
+        );
+        assert!(without.contains("code: None"), "{without}");
+    }
+
+    #[test]
     fn decodes_replies() {
         let sent: Sent = serde_json::from_value(json!({"verificationId":"22206051443051000003",
             "to":"91856321412","channel":"sms"}))

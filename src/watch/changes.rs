@@ -91,6 +91,64 @@ mod tests {
         );
     }
 
+    fn call(status: DeliveryStatus) -> CallAttempt {
+        CallAttempt {
+            status: status as i32,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_new_attempt_alone_is_an_addition_not_an_update() {
+        let before = Record {
+            sms_attempts: vec![sms(DeliveryStatus::Failed)],
+            call_attempts: vec![call(DeliveryStatus::Failed)],
+            ..Default::default()
+        };
+        let mut new_sms = before.clone();
+        new_sms.sms_attempts.push(sms(DeliveryStatus::Sending));
+        assert_eq!(between(&before, &new_sms), [RecordChange::AttemptAdded]);
+        let mut new_call = before.clone();
+        new_call.call_attempts.push(call(DeliveryStatus::Sending));
+        assert_eq!(between(&before, &new_call), [RecordChange::AttemptAdded]);
+    }
+
+    #[test]
+    fn a_changed_call_attempt_is_an_update() {
+        let before = Record {
+            sms_attempts: vec![sms(DeliveryStatus::Failed)],
+            call_attempts: vec![call(DeliveryStatus::Sending)],
+            ..Default::default()
+        };
+        let mut after = before.clone();
+        after.call_attempts[0] = call(DeliveryStatus::Delivered);
+        after.outcome = Some(VerificationOutcome {
+            match_state: MatchState::Matched as i32,
+            ..Default::default()
+        });
+        assert_eq!(
+            between(&before, &after),
+            [RecordChange::AttemptUpdated, RecordChange::MatchState]
+        );
+        let mut sms_only = before.clone();
+        sms_only.sms_attempts[0] = sms(DeliveryStatus::Delivered);
+        sms_only.outcome = after.outcome.clone();
+        assert_eq!(
+            between(&before, &sms_only),
+            [RecordChange::AttemptUpdated, RecordChange::MatchState]
+        );
+    }
+
+    #[test]
+    fn another_field_moving_is_still_an_update() {
+        let before = Record::default();
+        let after = Record {
+            order_id: "o-1".into(),
+            ..Default::default()
+        };
+        assert_eq!(between(&before, &after), [RecordChange::AttemptUpdated]);
+    }
+
     #[test]
     fn finality() {
         let mut record = Record::default();

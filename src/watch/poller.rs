@@ -120,6 +120,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_failures_a_retry_can_cure_are_transient() {
+        use crate::upstream::Endpoint;
+        let endpoint = Endpoint::VerificationRecord;
+        let http = |status| UpstreamError::Http { endpoint, status };
+        let rejected = |status| UpstreamError::Rejected {
+            endpoint,
+            status,
+            reason: String::new(),
+        };
+        let detail = String::new;
+        let transient = [
+            UpstreamError::Timeout { endpoint },
+            UpstreamError::Connect {
+                endpoint,
+                detail: detail(),
+            },
+            UpstreamError::Decode {
+                endpoint,
+                detail: detail(),
+            },
+            http(429),
+            http(500),
+            http(503),
+            rejected(-18),
+        ];
+        for error in &transient {
+            assert!(is_transient(error), "{error}");
+        }
+        for error in [http(400), http(404), http(428), rejected(-24), rejected(-1)] {
+            assert!(!is_transient(&error), "{error}");
+        }
+    }
+
+    #[test]
     fn backoff_grows_then_holds() {
         let schedule = [
             Duration::from_secs(1),
