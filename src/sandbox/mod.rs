@@ -8,7 +8,7 @@
 //!
 //! ## Time
 //! Deliveries and task flows unfold over time and are computed lazily whenever a record is
-//! read or a code is checked; there are no background tasks. Emulated durations (delivery
+//! read or a code is checked (only the inbox's flow followers run in the background). Emulated durations (delivery
 //! progress, flow `waitingTime`, code expiry) are divided by [`SandboxConfig::speed`];
 //! reported timestamps are real wall-clock times (`+08:00`, like the vendor's examples).
 //! Period send limits use real time, unscaled.
@@ -56,10 +56,26 @@
 //! - `POST /_sandbox/inject` `{"endpoint":"POST /verification/send","status":"-27","times":1}`
 //!   → `{"ok":true}`: the next `times` authenticated requests to that endpoint answer that
 //!   status with no data and change nothing.
-//! - `GET /_sandbox/stats` → `{"total":N,"byEndpoint":{"POST /app/add":3,…}}`.
+//! - `GET /_sandbox/stats` → `{"total":N,"byEndpoint":{"POST /app/add":3,…},"stored":{…}}`.
+//! - `POST /_sandbox/reset` → `{"ok":true}`: forgets everything; ids keep counting up.
 //!
 //! Endpoints are named `"<METHOD> <documented route template>"`, e.g.
-//! `"GET /verification/record/{verificationId}"`.
+//! `"GET /verification/record/{verificationId}"`, whatever base path they came under.
+//!
+//! ## Base paths and ids
+//! The API answers at bare paths and under [`BASE_PATHS`] (`/otp`, the vendor's, and `/v3/otp`,
+//! what the vendor's Java SDK requests from its default base), so any client works unchanged.
+//! templateIds and flowIds count up from nine-digit bases (see `state`), so an id never occurs
+//! inside a base URL (the SDK drops an id from a URL that already contains its text).
+//!
+//! ## Inbox
+//! Every SMS and call attempt is kept as a message a phone would receive (`inbox`), served as a
+//! page, JSON and Server-Sent Events (`inbox_routes`). Flow fallbacks are pushed when they fire
+//! by a follower task per flow send (`deliveries`), the one place with background tasks.
+//!
+//! ## Bounds
+//! Verifications (with their records) and inbox messages are purged after a TTL (default twice
+//! the longest code expiry) and capped, oldest evicted first (`state::Bounds`).
 
 mod apps;
 mod auth;
