@@ -8,8 +8,9 @@
 //!
 //! ## Time
 //! Deliveries and task flows unfold over time and are computed lazily whenever a record is
-//! read or a code is checked (only the inbox's flow followers run in the background). Emulated durations (delivery
-//! progress, flow `waitingTime`, code expiry) are divided by [`SandboxConfig::speed`];
+//! read or a code is checked (only the inbox's flow followers run in the background).
+//! Emulated durations (delivery progress, flow `waitingTime`, code expiry) are divided by
+//! [`SandboxConfig::speed`];
 //! reported timestamps are real wall-clock times (`+08:00`, like the vendor's examples).
 //! Period send limits use real time, unscaled.
 //!
