@@ -22,6 +22,7 @@ const DEADLINE: Duration = Duration::from_secs(15);
 
 /// A sandbox (100× speed), the gRPC server calling it at `<sandbox>/otp`, and an HTTP client.
 struct Double {
+    sandbox: Sandbox,
     channel: tonic::transport::Channel,
     server_stop: Option<oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<()>,
@@ -50,6 +51,7 @@ async fn start() -> Double {
     )
     .await;
     Double {
+        sandbox,
         channel: common::connect(addr).await,
         server_stop: Some(stop_tx),
         server,
@@ -171,15 +173,19 @@ impl Double {
     }
 
     async fn stream(&self, query: &str) -> Events {
-        let response = self
-            .http
-            .get(format!(
-                "{}/_sandbox/inbox/stream?{query}",
-                self.sandbox_url
-            ))
-            .send()
-            .await
-            .unwrap();
+        self.stream_after(query, None).await
+    }
+
+    /// A stream resumed after message `last_event_id`, as a reconnecting EventSource asks.
+    async fn stream_after(&self, query: &str, last_event_id: Option<u64>) -> Events {
+        let mut request = self.http.get(format!(
+            "{}/_sandbox/inbox/stream?{query}",
+            self.sandbox_url
+        ));
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id.to_string());
+        }
+        let response = request.send().await.unwrap();
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()["content-type"], "text/event-stream");
         Events {
@@ -379,8 +385,59 @@ async fn a_flow_fallback_call_is_pushed_when_it_fires_and_matches() {
     );
     let listed = double.wait_for_messages("99901123456", 2).await;
     assert_eq!(
+        listed.len(),
+        2,
+        "each attempt is delivered once: {listed:?}"
+    );
+    assert_eq!(
+        listed.len(),
+        2,
+        "each attempt is delivered once: {listed:?}"
+    );
+    assert_eq!(
         (listed[0]["channel"].as_str(), listed[1]["channel"].as_str()),
         (Some("call"), Some("sms"))
+    );
+    double.stop().await;
+}
+
+#[tokio::test]
+async fn a_reconnecting_stream_replays_what_it_missed() {
+    let double = start().await;
+    let (app_id, template_id) = double.app_and_template("inbox-replay").await;
+    let mut ids = Vec::new();
+    for number in ["4915112340001", "4915112340002", "4915112340001"] {
+        let sent = double
+            .send(pb::SendVerificationRequest {
+                app_id: app_id.clone(),
+                template_id: template_id.clone(),
+                phone_number: number.into(),
+                ..Default::default()
+            })
+            .await;
+        ids.push(sent.verification_id);
+    }
+    let first_id = double.inbox("to=4915112340001").await[1]["id"]
+        .as_u64()
+        .unwrap();
+    // Resumed after the first message: the third (same number) is replayed, the second (another number) is not.
+    let mut events = double
+        .stream_after("to=4915112340001", Some(first_id))
+        .await;
+    let replayed = events.message().await;
+    assert_eq!(replayed["verificationId"], ids[2].as_str());
+    // Then live messages follow.
+    let live = double
+        .send(pb::SendVerificationRequest {
+            app_id,
+            template_id,
+            phone_number: "4915112340001".into(),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(
+        events.message().await["verificationId"],
+        live.verification_id.as_str()
     );
     double.stop().await;
 }
@@ -437,8 +494,21 @@ async fn reset_clears_everything_but_ids_keep_counting() {
         .await
         .expect_err("the app is gone");
     assert_eq!(gone.code(), tonic::Code::NotFound);
-    let (_, next_template) = double.app_and_template("inbox-reset").await;
+    let (app_id, next_template) = double.app_and_template("inbox-reset").await;
     assert!(next_template.parse::<i64>().unwrap() > template_id.parse::<i64>().unwrap());
+    // The same through the library handle.
+    double
+        .send(pb::SendVerificationRequest {
+            app_id,
+            template_id: next_template,
+            phone_number: common::TEST_NUMBER.into(),
+            ..Default::default()
+        })
+        .await;
+    double.wait_for_messages("9990012345678", 1).await;
+    double.sandbox.reset();
+    assert_eq!(double.inbox("").await, serde_json::json!([]));
+    assert_eq!(double.stats().await["stored"]["verifications"], 0);
     double.stop().await;
 }
 
@@ -588,6 +658,21 @@ async fn the_api_answers_under_every_base_path_with_ids_that_never_occur_in_a_ba
         .await;
         assert_eq!(details["data"]["flowId"], flow_id, "{base}");
     }
+    // sendRule: the caller's code, and without a template a default text.
+    let sent = signed(
+        http,
+        reqwest::Method::POST,
+        &format!("{url}/v3/otp/verification/sendRule"),
+        Some(serde_json::json!({"appId": app_id, "to": "4915112349999", "code": "98765"})),
+    )
+    .await;
+    assert_eq!(sent["status"], "0", "{sent}");
+    let message = &double.wait_for_messages("4915112349999", 1).await[0];
+    assert_eq!(
+        (message["code"].as_str(), message["text"].as_str()),
+        (Some("98765"), Some("Your verification code is 98765"))
+    );
+    assert!(message["templateId"].is_null());
     // Unsigned is still refused under a base path; counters use the bare route names.
     let unsigned: Value = http
         .get(format!("{url}/otp/flow/list"))
