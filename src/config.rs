@@ -62,6 +62,9 @@ struct ServeArgs {
     /// Time speed-up of the in-process sandbox (1 = real time).
     #[arg(long, env = "SANDBOX_SPEED", default_value_t = 1.0)]
     sandbox_speed: f64,
+    /// Address of the in-process sandbox (its inbox page is logged at start); port 0 = any free port.
+    #[arg(long, env = "SANDBOX_LISTEN_ADDR", default_value = "127.0.0.1:0")]
+    sandbox_listen: SocketAddr,
     /// WatchRecord: waits between polls while a record does not change (the last repeats).
     #[arg(long, env = "WATCH_BACKOFF", default_value = "1s,2s,5s", value_delimiter = ',', value_parser = humantime::parse_duration)]
     watch_backoff: Vec<Duration>,
@@ -99,6 +102,16 @@ struct SandboxArgs {
     /// Time speed-up of deliveries, task flows and code expiry (1 = real time).
     #[arg(long, env = "SANDBOX_SPEED", default_value_t = 1.0)]
     speed: f64,
+    /// How long verifications, records and inbox messages are kept [default: twice the longest
+    /// code expiry, 2 × 60 min ÷ SANDBOX_SPEED].
+    #[arg(long, env = "SANDBOX_TTL", value_parser = humantime::parse_duration)]
+    ttl: Option<Duration>,
+    /// Cap on stored verifications (and their records); the oldest is evicted first.
+    #[arg(long, env = "SANDBOX_MAX_VERIFICATIONS", default_value_t = crate::sandbox::DEFAULT_MAX_VERIFICATIONS)]
+    max_verifications: usize,
+    /// Cap on stored inbox messages; the oldest is evicted first.
+    #[arg(long, env = "SANDBOX_MAX_INBOX_MESSAGES", default_value_t = crate::sandbox::DEFAULT_MAX_INBOX_MESSAGES)]
+    max_inbox_messages: usize,
 }
 
 /// What the process was asked to do, with validated settings.
@@ -146,6 +159,8 @@ pub enum UpstreamTarget {
     Sandbox {
         /// The sandbox's time speed-up.
         speed: f64,
+        /// Where the sandbox listens (loopback port 0 by default).
+        listen: SocketAddr,
     },
 }
 
@@ -203,6 +218,9 @@ pub enum ConfigError {
     /// A poll cap of zero would stop every watch.
     #[error("WATCH_MAX_POLLS_PER_SECOND must be at least 1")]
     ZeroRate,
+    /// A cap of zero would keep nothing.
+    #[error("{0} must be at least 1")]
+    ZeroCap(&'static str),
     /// A zero duration where one is needed.
     #[error("{0} must be greater than zero")]
     ZeroDuration(&'static str),
@@ -231,6 +249,7 @@ impl ServeArgs {
             }
             (None, None) => UpstreamTarget::Sandbox {
                 speed: check_speed(self.sandbox_speed)?,
+                listen: self.sandbox_listen,
             },
             (Some(_), None) => return Err(ConfigError::HalfCredentials("key")),
             (None, Some(_)) => return Err(ConfigError::HalfCredentials("secret")),
@@ -270,6 +289,14 @@ impl SandboxArgs {
         );
         config.clock_skew = self.clock_skew;
         config.speed = check_speed(self.speed)?;
+        if self.ttl.is_some_and(|ttl| ttl.is_zero()) {
+            return Err(ConfigError::ZeroDuration("SANDBOX_TTL"));
+        }
+        config.ttl = self.ttl;
+        config.max_verifications =
+            at_least_one(self.max_verifications, "SANDBOX_MAX_VERIFICATIONS")?;
+        config.max_inbox_messages =
+            at_least_one(self.max_inbox_messages, "SANDBOX_MAX_INBOX_MESSAGES")?;
         Ok(Command::Sandbox {
             listen: self.listen,
             config,
@@ -314,6 +341,14 @@ fn check_base_url(base_url: Option<String>) -> Result<String, ConfigError> {
     }
 }
 
+fn at_least_one(cap: usize, what: &'static str) -> Result<usize, ConfigError> {
+    if cap == 0 {
+        Err(ConfigError::ZeroCap(what))
+    } else {
+        Ok(cap)
+    }
+}
+
 fn check_speed(speed: f64) -> Result<f64, ConfigError> {
     if speed.is_finite() && speed > 0.0 {
         Ok(speed)
@@ -346,7 +381,46 @@ mod tests {
     #[test]
     fn no_credentials_means_sandbox() {
         let config = serve(&["--listen", "127.0.0.1:0"]);
-        assert!(matches!(config.upstream, UpstreamTarget::Sandbox { speed } if speed == 1.0));
+        assert!(matches!(
+            config.upstream,
+            UpstreamTarget::Sandbox { speed, listen } if speed == 1.0 && listen.port() == 0 && listen.ip().is_loopback()
+        ));
+    }
+
+    #[test]
+    fn sandbox_bounds_parse() {
+        let Command::Sandbox { config, .. } = parse(&[
+            "sandbox",
+            "--ttl",
+            "90s",
+            "--max-verifications",
+            "7",
+            "--max-inbox-messages",
+            "3",
+        ])
+        .expect("valid") else {
+            panic!("expected the sandbox command");
+        };
+        assert_eq!(
+            (
+                config.ttl,
+                config.max_verifications,
+                config.max_inbox_messages
+            ),
+            (Some(Duration::from_secs(90)), 7, 3)
+        );
+        assert!(matches!(
+            parse(&["sandbox", "--max-verifications", "0"]),
+            Err(ConfigError::ZeroCap("SANDBOX_MAX_VERIFICATIONS"))
+        ));
+        assert!(matches!(
+            parse(&["sandbox", "--max-inbox-messages", "0"]),
+            Err(ConfigError::ZeroCap("SANDBOX_MAX_INBOX_MESSAGES"))
+        ));
+        assert!(matches!(
+            parse(&["sandbox", "--ttl", "0s"]),
+            Err(ConfigError::ZeroDuration("SANDBOX_TTL"))
+        ));
     }
 
     #[test]

@@ -129,7 +129,7 @@ async fn connect_upstream(
                 api_secret.expose().to_owned(),
             )
         }
-        UpstreamTarget::Sandbox { speed } => start_sandbox(*speed, stop).await?,
+        UpstreamTarget::Sandbox { speed, listen } => start_sandbox(*speed, *listen, stop).await?,
     };
     UpstreamClient::new(UpstreamConfig {
         base_url,
@@ -140,12 +140,13 @@ async fn connect_upstream(
     .map_err(|e| ServerError::Upstream(e.to_string()))
 }
 
-/// Starts the emulator on a loopback port with throwaway credentials; returns how to reach it.
+/// Starts the emulator (loopback port 0 unless configured) with throwaway credentials; returns how to reach it.
 async fn start_sandbox(
     speed: f64,
+    listen: std::net::SocketAddr,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(String, String, String), ServerError> {
-    let listener = TcpListener::bind("127.0.0.1:0")
+    let listener = TcpListener::bind(listen)
         .await
         .map_err(ServerError::Sandbox)?;
     let addr = listener.local_addr().map_err(ServerError::Sandbox)?;
@@ -169,6 +170,7 @@ async fn start_sandbox(
         speed,
         "no ITNIO credentials configured: serving against the in-process SANDBOX (no real messages are sent)"
     );
+    info!(inbox = %format!("{base_url}/_sandbox/inbox"), "sandbox inbox: every code it delivers");
     Ok((base_url, api_key, api_secret))
 }
 

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use itnio_otp_grpc::sandbox::{Sandbox, SandboxConfig};
+use itnio_otp_grpc::sandbox::{FLOW_ID_BASE, Sandbox, SandboxConfig};
 use md5::{Digest, Md5};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -465,16 +465,20 @@ async fn flows_lifecycle() {
     let added = h.post("/flow/add", json!({"name":"name","flow":[{"waitingTime":30,"status":1,"channel":"sms","channelCut":1}]})).await;
     assert_eq!(
         added,
-        json!({"status":"0","reason":"success","data":{"flowId":1,"name":"name",
+        json!({"status":"0","reason":"success","data":{"flowId":FLOW_ID_BASE + 1,"name":"name",
         "flow":[{"waitingTime":30,"status":1,"channel":"sms","channelCut":1}]}})
     );
     let update = json!({"flowId":"1","name":"name","flow":[{"waitingTime":"30","status":2,"channel":"call","channelCut":"0"}]});
-    let updated = h.put("/flow/update/1", update).await;
+    let first = FLOW_ID_BASE + 1;
+    let updated = h.put(&format!("/flow/update/{first}"), update).await;
     assert_eq!(
         updated["data"]["flow"][0],
         json!({"waitingTime":30,"status":2,"channel":"call","channelCut":0})
     );
-    assert_eq!(h.get("/flow/details/1").await["data"], updated["data"]);
+    assert_eq!(
+        h.get(&format!("/flow/details/{first}")).await["data"],
+        updated["data"]
+    );
     h.post(
         "/flow/add",
         json!({"name":"other","flow":[{"waitingTime":60,"status":1,"channel":"call"}]}),
@@ -485,7 +489,7 @@ async fn flows_lifecycle() {
 
     assert_error(
         &h.put(
-            "/flow/update/2",
+            &format!("/flow/update/{}", first + 1),
             json!({"name":"name","flow":[{"waitingTime":30,"status":1,"channel":"sms"}]}),
         )
         .await,

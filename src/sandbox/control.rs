@@ -1,5 +1,5 @@
-//! The unsigned `/_sandbox/` endpoints that let out-of-process tests inject statuses and
-//! read request counters.
+//! The unsigned `/_sandbox/` endpoints that let out-of-process tests inject statuses, read
+//! request counters and clear everything between tests.
 
 use std::sync::Arc;
 
@@ -19,6 +19,14 @@ pub fn routes() -> Router<Arc<Shared>> {
     Router::new()
         .route("/_sandbox/inject", post(inject))
         .route("/_sandbox/stats", get(stats))
+        .route("/_sandbox/reset", post(reset))
+}
+
+/// `POST /_sandbox/reset`: forgets apps, templates, flows, verifications, the inbox, counters
+/// and pending injections. Ids keep counting up.
+async fn reset(State(shared): State<Arc<Shared>>) -> Response {
+    shared.reset();
+    Json(json!({"ok": true})).into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -52,8 +60,18 @@ async fn inject(State(shared): State<Arc<Shared>>, Json(request): Json<InjectReq
     Json(json!({"ok": true})).into_response()
 }
 
-/// `GET /_sandbox/stats`.
+/// `GET /_sandbox/stats`: request counters, how much is stored (after purging) and how many
+/// inbox streams are open.
 async fn stats(State(shared): State<Arc<Shared>>) -> Response {
+    let stored = {
+        let state = shared.state();
+        json!({
+            "verifications": state.verifications.len(),
+            "inboxMessages": state.inbox.len(),
+            "liveStreams": state.inbox.subscribers(),
+        })
+    };
     let traffic = shared.traffic();
-    Json(json!({"total": traffic.total(), "byEndpoint": traffic.by_endpoint()})).into_response()
+    Json(json!({"total": traffic.total(), "byEndpoint": traffic.by_endpoint(), "stored": stored}))
+        .into_response()
 }

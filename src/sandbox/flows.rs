@@ -1,6 +1,6 @@
 //! Task flows (`/flow/add`, `/flow/update/{flowId}`, `/flow/details/{flowId}`, `/flow/list`):
 //! ordered fallback nodes "if the previous attempt ended in `status`, wait `waitingTime` s,
-//! then send on `channel`". Names are unique; flowIds are sequential integers. How a flow
+//! then send on `channel`". Names are unique; flowIds count up from a high base (see `state`). How a flow
 //! unfolds for one verification is in `records`.
 
 use std::sync::Arc;
@@ -221,14 +221,14 @@ mod tests {
         let mut state = state::State::default();
         let json = r#"{"name":"name","flow":[{"waitingTime":30,"status":2,"channel":"call"}]}"#;
         let first = create(&mut state, flow(json).unwrap()).unwrap();
-        assert_eq!(first.flow_id, 1);
+        assert_eq!(first.flow_id, state::FLOW_ID_BASE + 1);
         assert_eq!(
             create(&mut state, flow(json).unwrap()).unwrap_err(),
             ApiError::DataExisting
         );
-        assert!(replace(&mut state, 1, flow(json).unwrap()).is_ok());
+        assert!(replace(&mut state, first.flow_id, flow(json).unwrap()).is_ok());
         assert_eq!(
-            replace(&mut state, 2, flow(json).unwrap()).unwrap_err(),
+            replace(&mut state, first.flow_id + 1, flow(json).unwrap()).unwrap_err(),
             ApiError::DataUnexisting
         );
     }

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::envelope::envelope;
 use super::state::Shared;
-use super::{auth, clock};
+use super::{BASE_PATHS, auth, clock};
 
 /// Runs before every API handler.
 pub async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
@@ -30,13 +30,22 @@ pub async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Nex
     next.run(request).await
 }
 
-/// `"<METHOD> <route template>"`, the name counters and injections use.
+/// `"<METHOD> <route template>"`, the name counters and injections use, whatever base path
+/// (bare, `/otp`, `/v3/otp`) the request came under.
 fn endpoint_of(request: &Request) -> String {
     let path = request
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| request.uri().path(), MatchedPath::as_str);
-    format!("{} {}", request.method(), path)
+    format!("{} {}", request.method(), without_base(path))
+}
+
+/// The route relative to the base path.
+fn without_base(path: &str) -> &str {
+    BASE_PATHS
+        .iter()
+        .find_map(|base| path.strip_prefix(base).filter(|rest| rest.starts_with('/')))
+        .unwrap_or(path)
 }
 
 /// The caller's address, known when served with connect info (as [`super::Sandbox::serve`] does).
@@ -45,4 +54,17 @@ fn peer_ip(request: &Request) -> Option<IpAddr> {
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|info| info.0.ip())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_paths_are_stripped() {
+        assert_eq!(without_base("/otp/app/add"), "/app/add");
+        assert_eq!(without_base("/v3/otp/flow/list"), "/flow/list");
+        assert_eq!(without_base("/app/add"), "/app/add");
+        assert_eq!(without_base("/otpx/app/add"), "/otpx/app/add");
+    }
 }

@@ -8,8 +8,9 @@
 //!
 //! ## Time
 //! Deliveries and task flows unfold over time and are computed lazily whenever a record is
-//! read or a code is checked; there are no background tasks. Emulated durations (delivery
-//! progress, flow `waitingTime`, code expiry) are divided by [`SandboxConfig::speed`];
+//! read or a code is checked (only the inbox's flow followers run in the background).
+//! Emulated durations (delivery progress, flow `waitingTime`, code expiry) are divided by
+//! [`SandboxConfig::speed`];
 //! reported timestamps are real wall-clock times (`+08:00`, like the vendor's examples).
 //! Period send limits use real time, unscaled.
 //!
@@ -56,10 +57,26 @@
 //! - `POST /_sandbox/inject` `{"endpoint":"POST /verification/send","status":"-27","times":1}`
 //!   → `{"ok":true}`: the next `times` authenticated requests to that endpoint answer that
 //!   status with no data and change nothing.
-//! - `GET /_sandbox/stats` → `{"total":N,"byEndpoint":{"POST /app/add":3,…}}`.
+//! - `GET /_sandbox/stats` → `{"total":N,"byEndpoint":{"POST /app/add":3,…},"stored":{…}}`.
+//! - `POST /_sandbox/reset` → `{"ok":true}`: forgets everything; ids keep counting up.
 //!
 //! Endpoints are named `"<METHOD> <documented route template>"`, e.g.
-//! `"GET /verification/record/{verificationId}"`.
+//! `"GET /verification/record/{verificationId}"`, whatever base path they came under.
+//!
+//! ## Base paths and ids
+//! The API answers at bare paths and under [`BASE_PATHS`] (`/otp`, the vendor's, and `/v3/otp`,
+//! what the vendor's Java SDK requests from its default base), so any client works unchanged.
+//! templateIds and flowIds count up from nine-digit bases (see `state`), so an id never occurs
+//! inside a base URL (the SDK drops an id from a URL that already contains its text).
+//!
+//! ## Inbox
+//! Every SMS and call attempt is kept as a message a phone would receive (`inbox`), served as a
+//! page, JSON and Server-Sent Events (`inbox_routes`). Flow fallbacks are pushed when they fire
+//! by a follower task per flow send (`deliveries`), the one place with background tasks.
+//!
+//! ## Bounds
+//! Verifications (with their records) and inbox messages are purged after a TTL (default twice
+//! the longest code expiry) and capped, oldest evicted first (`state::Bounds`).
 
 mod apps;
 mod auth;
@@ -68,9 +85,12 @@ mod channel;
 mod clock;
 mod codes;
 mod control;
+mod deliveries;
 mod envelope;
 mod flows;
 mod gate;
+mod inbox;
+mod inbox_routes;
 mod lenient;
 mod limits;
 mod records;
@@ -89,7 +109,12 @@ use axum::middleware;
 use axum::routing::{get, post, put};
 
 use state::Shared;
+pub use state::{FLOW_ID_BASE, TEMPLATE_ID_BASE};
 pub use traffic::ENDPOINTS;
+
+/// The base paths the API answers under besides the bare one: the vendor's (`/otp`) and the
+/// one its Java SDK builds from its default base URL (`/v3/otp`).
+pub const BASE_PATHS: [&str; 2] = ["/otp", "/v3/otp"];
 
 /// How the emulator authenticates callers and how fast emulated time runs.
 #[derive(Debug, Clone)]
@@ -104,7 +129,19 @@ pub struct SandboxConfig {
     pub speed: f64,
     /// If non-empty, only these client IPs are allowed; others get status "-2".
     pub allowed_ips: Vec<IpAddr>,
+    /// How long verifications (with their records) and inbox messages are kept; `None` is
+    /// twice the longest code expiry in emulated time (2 × 60 min ÷ speed).
+    pub ttl: Option<Duration>,
+    /// At most this many verifications are kept; beyond it the oldest is evicted.
+    pub max_verifications: usize,
+    /// At most this many inbox messages are kept; beyond it the oldest is evicted.
+    pub max_inbox_messages: usize,
 }
+
+/// Default cap on stored verifications (about 60 MB at the measured ~0.6 kB each).
+pub const DEFAULT_MAX_VERIFICATIONS: usize = 100_000;
+/// Default cap on stored inbox messages.
+pub const DEFAULT_MAX_INBOX_MESSAGES: usize = 10_000;
 
 impl SandboxConfig {
     /// A configuration with a 300 s clock skew, real-time speed and no IP allow-list.
@@ -115,6 +152,9 @@ impl SandboxConfig {
             clock_skew: Duration::from_secs(300),
             speed: 1.0,
             allowed_ips: Vec::new(),
+            ttl: None,
+            max_verifications: DEFAULT_MAX_VERIFICATIONS,
+            max_inbox_messages: DEFAULT_MAX_INBOX_MESSAGES,
         }
     }
 }
@@ -134,11 +174,25 @@ impl Sandbox {
         }
     }
 
-    /// The axum router with all 19 endpoints (paths relative to the base, e.g. "/app/add") plus the control endpoints.
+    /// The axum router: all 19 endpoints at bare paths ("/app/add") and under each of
+    /// [`BASE_PATHS`] ("/otp/app/add", "/v3/otp/app/add"), plus the control endpoints and the inbox.
     /// With a non-empty `allowed_ips`, serve it with
     /// `into_make_service_with_connect_info::<SocketAddr>()` (as [`Sandbox::serve`] does):
     /// a caller whose address is unknown is not allowed.
     pub fn router(&self) -> Router {
+        let api = self.api_routes();
+        let mut router = Router::new().merge(api.clone());
+        for base in BASE_PATHS {
+            router = router.nest(base, api.clone());
+        }
+        router
+            .merge(control::routes())
+            .merge(inbox_routes::routes())
+            .with_state(self.shared.clone())
+    }
+
+    /// The 19 endpoints behind the gate, relative to a base path.
+    fn api_routes(&self) -> Router<Arc<Shared>> {
         let gate = middleware::from_fn_with_state(self.shared.clone(), gate::gate);
         Router::new()
             .route("/app/add", post(apps::add))
@@ -161,11 +215,10 @@ impl Sandbox {
             .route("/backfillRate", post(callbacks::backfill_rate))
             .route("/postback/backfill", post(callbacks::postback))
             .route_layer(gate)
-            .merge(control::routes())
-            .with_state(self.shared.clone())
     }
 
-    /// Serves on an already-bound listener until `shutdown` resolves.
+    /// Serves on an already-bound listener until `shutdown` resolves. Shutting down also ends
+    /// open inbox streams and flow followers, so the graceful shutdown never waits on them.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
@@ -174,9 +227,18 @@ impl Sandbox {
         let service = self
             .router()
             .into_make_service_with_connect_info::<SocketAddr>();
+        let shared = self.shared.clone();
         axum::serve(listener, service)
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                shared.close();
+            })
             .await
+    }
+
+    /// Forgets all data, counters and injections, like `POST /_sandbox/reset`.
+    pub fn reset(&self) {
+        self.shared.reset();
     }
 
     /// Number of API requests received (control endpoints excluded), all endpoints.

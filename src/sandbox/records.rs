@@ -40,7 +40,7 @@ pub struct Attempt {
 
 impl Attempt {
     /// Whether this attempt ends in failure, per the number's script.
-    fn fails(self, script: Script) -> bool {
+    pub fn fails(self, script: Script) -> bool {
         match self.channel {
             Channel::Sms => script.sms_fails,
             Channel::Call => script.call_fails,
@@ -49,7 +49,7 @@ impl Attempt {
     }
 
     /// When the attempt's final report (delivered or failed) is known.
-    fn settled_at(self, script: Script, speed: f64) -> DateTime<Utc> {
+    pub fn settled_at(self, script: Script, speed: f64) -> DateTime<Utc> {
         let secs = match self.channel {
             Channel::Sms => timeline::SMS_DONE,
             Channel::Call if self.fails(script) => timeline::CALL_UNANSWERED_HANGUP,
@@ -94,7 +94,7 @@ pub fn attempts(v: &Verification, now: DateTime<Utc>, speed: f64) -> Vec<Attempt
 }
 
 /// The send itself, always the first attempt.
-fn first_attempt(v: &Verification) -> Attempt {
+pub fn first_attempt(v: &Verification) -> Attempt {
     Attempt {
         channel: v.channel,
         start: v.sent_at,

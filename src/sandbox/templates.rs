@@ -1,6 +1,6 @@
 //! Templates (`/template/add`, `/template/update/{templateId}`, `/template/details/{templateId}`,
 //! `/template/list`): the message text with `##code##` and how codes are generated and spoken.
-//! Names are unique account-wide; templateIds are sequential integers.
+//! Names are unique account-wide; templateIds count up from a high base (see `state`).
 
 use std::sync::Arc;
 
@@ -19,7 +19,7 @@ const LANGUAGES: [&str; 14] = [
 ];
 
 /// The placeholder every template text must contain.
-const PLACEHOLDER: &str = "##code##";
+pub const PLACEHOLDER: &str = "##code##";
 
 /// A template as callers send it (`appId` is read on add only; `templateId` is ignored).
 #[derive(Debug, Deserialize)]
@@ -65,6 +65,11 @@ pub struct Template {
 }
 
 impl Template {
+    /// The message text, with `##code##` still in it.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
     /// How this template's codes are generated.
     pub fn code_kind(&self) -> CodeType {
         CodeType::from_wire(self.code_type).unwrap_or(CodeType::Numeric)

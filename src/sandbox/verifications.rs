@@ -14,8 +14,12 @@ use super::envelope::{self, ApiError, ApiResult, Success};
 use super::flows::FlowNode;
 use super::lenient::{self, opt_int, opt_text};
 use super::limits::Limit;
-use super::state::{self, Shared};
-use super::{clock, records};
+use super::state::{self, Bounds, Shared};
+use super::templates::PLACEHOLDER;
+use super::{clock, deliveries, records};
+
+/// The text of a `sendRule` without a template.
+const DEFAULT_TEXT: &str = "Your verification code is ##code##";
 
 /// One sent code and everything needed to replay its deliveries and checks.
 #[derive(Debug, Clone)]
@@ -28,11 +32,21 @@ pub struct Verification {
     pub to: String,
     pub channel: Channel,
     pub order_id: Option<String>,
+    pub template_id: Option<i64>,
     code: String,
+    /// The template text with `##code##` replaced: what the phone shows.
+    pub text: String,
     pub sender: String,
     pub sent_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     pub checks: Checks,
+}
+
+impl Verification {
+    /// The code the phone receives.
+    pub fn code(&self) -> &str {
+        &self.code
+    }
 }
 
 /// What checking the code has produced so far.
@@ -141,8 +155,7 @@ pub async fn send(State(shared): State<Arc<Shared>>, body: Bytes) -> ApiResult {
         return Err(ApiError::parameter("templateId is required"));
     }
     let request = input.validate(CodeSource::Template)?;
-    let reply = accept(&mut shared.state(), request, clock::now(), shared.speed())?;
-    Success::data(reply)
+    accept_and_follow(&shared, request)
 }
 
 /// `POST /verification/sendRule`: the caller gives the code (1–10 characters).
@@ -150,7 +163,22 @@ pub async fn send_rule(State(shared): State<Arc<Shared>>, body: Bytes) -> ApiRes
     let mut input = lenient::body::<SendIn>(&body)?;
     let code = lenient::required_text("code", input.code.take().as_deref(), 1, 10)?;
     let request = input.validate(CodeSource::Given(code))?;
-    let reply = accept(&mut shared.state(), request, clock::now(), shared.speed())?;
+    accept_and_follow(&shared, request)
+}
+
+/// Accepts a send and, when it runs a task flow, follows the flow into the inbox.
+fn accept_and_follow(shared: &Arc<Shared>, request: SendRequest) -> ApiResult {
+    let runs_flow = request.flow_id.is_some();
+    let reply = accept(
+        &mut shared.state(),
+        request,
+        clock::now(),
+        shared.speed(),
+        &shared.bounds,
+    )?;
+    if runs_flow {
+        deliveries::follow_flow(shared, reply.verification_id.clone());
+    }
     Success::data(reply)
 }
 
@@ -162,6 +190,7 @@ struct Resolved {
     code_kind: CodeType,
     code_length: usize,
     sender: String,
+    text: String,
     flow: Vec<FlowNode>,
 }
 
@@ -199,6 +228,7 @@ fn resolve(state: &state::State, request: &SendRequest) -> Result<Resolved, ApiE
         sender: template
             .and_then(|t| t.sender_id.clone())
             .unwrap_or_default(),
+        text: template.map_or(DEFAULT_TEXT, |t| t.text()).to_owned(),
         flow,
     })
 }
@@ -210,6 +240,7 @@ fn accept(
     request: SendRequest,
     now: DateTime<Utc>,
     speed: f64,
+    bounds: &Bounds,
 ) -> Result<SendReply, ApiError> {
     let resolved = resolve(state, &request)?;
     envelope::unless_taken(
@@ -234,20 +265,25 @@ fn accept(
         to: request.to,
         channel: request.channel,
         order_id: request.order_id,
+        template_id: request.template_id,
+        text: resolved.text.replace(PLACEHOLDER, &code),
         code,
         sender: resolved.sender,
         sent_at: now,
         expires_at: clock::after(now, resolved.expiry_minutes as f64 * 60.0, speed),
         checks: Checks::default(),
     };
-    Ok(store(state, verification, now))
+    Ok(store(state, verification, now, speed, bounds))
 }
 
-/// Gives the verification a fresh id, records the send, and answers like the vendor.
+/// Gives the verification a fresh id, records the send, delivers its first attempt to the
+/// inbox, and answers like the vendor.
 fn store(
     state: &mut state::State,
     mut verification: Verification,
     now: DateTime<Utc>,
+    speed: f64,
+    bounds: &Bounds,
 ) -> SendReply {
     verification.id = loop {
         let candidate = codes::verification_id(now, state.next_verification_seq());
@@ -260,10 +296,9 @@ fn store(
         .entry(verification.app_id.clone())
         .or_default()
         .push(&verification.to, now);
-    if let Some(order_id) = &verification.order_id {
-        state
-            .order_ids
-            .insert(order_id.clone(), verification.id.clone());
+    let first = records::first_attempt(&verification);
+    if let Some(message) = deliveries::message(&verification, first, speed) {
+        state.inbox.deliver(message, bounds.max_inbox_messages);
     }
     let reply = SendReply {
         verification_id: verification.id.clone(),
@@ -272,9 +307,7 @@ fn store(
         sna_url: (verification.channel == Channel::Sna)
             .then(|| format!("https://sandbox.invalid/sna/{}", verification.id)),
     };
-    state
-        .verifications
-        .insert(verification.id.clone(), verification);
+    state.insert_verification(verification, bounds);
     reply
 }
 
@@ -298,7 +331,7 @@ pub async fn resend(State(shared): State<Arc<Shared>>, body: Bytes) -> ApiResult
         &id,
         channel,
         clock::now(),
-        shared.speed(),
+        (shared.speed(), &shared.bounds),
     )?;
     Success::data(reply)
 }
@@ -308,7 +341,7 @@ fn resend_in(
     id: &str,
     channel: Channel,
     now: DateTime<Utc>,
-    speed: f64,
+    (speed, bounds): (f64, &Bounds),
 ) -> Result<SendReply, ApiError> {
     let original = state
         .verifications
@@ -335,7 +368,7 @@ fn resend_in(
         checks: Checks::default(),
         ..original.clone()
     };
-    Ok(store(state, verification, now))
+    Ok(store(state, verification, now, speed, bounds))
 }
 
 #[derive(Debug, Deserialize)]
@@ -402,6 +435,7 @@ fn check(verification: &mut Verification, code: &str, now: DateTime<Utc>) -> i64
 impl Verification {
     /// A verification sent at `sent_at`, expiring 5 minutes later, without a flow.
     pub fn sample(to: &str, channel: Channel, code: &str, sent_at: DateTime<Utc>) -> Self {
+        let text = format!("{code} is your code");
         Self {
             id: "22206051443051000003".into(),
             app_id: "mRELxtHc".into(),
@@ -410,7 +444,9 @@ impl Verification {
             to: to.into(),
             channel,
             order_id: None,
+            template_id: None,
             code: code.into(),
+            text,
             sender: String::new(),
             sent_at,
             expires_at: sent_at + chrono::Duration::minutes(5),
@@ -423,6 +459,10 @@ impl Verification {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    fn bounds() -> Bounds {
+        Bounds::of(&crate::sandbox::SandboxConfig::new("k", "s"))
+    }
 
     fn request(to: &str, code: CodeSource) -> SendRequest {
         SendRequest {
@@ -444,6 +484,7 @@ mod tests {
             request("99900123456", CodeSource::Template),
             Utc::now(),
             1.0,
+            &bounds(),
         )
         .unwrap_err();
         assert_eq!(err, ApiError::DataUnexisting);
@@ -474,9 +515,23 @@ mod tests {
     fn send_replies_have_sna_url_only_for_sna() {
         let mut state = state::State::default();
         let v = |channel| Verification::sample("99900123456", channel, "1234", Utc::now());
-        let reply = serde_json::to_value(store(&mut state, v(Channel::Sms), Utc::now())).unwrap();
+        let reply = serde_json::to_value(store(
+            &mut state,
+            v(Channel::Sms),
+            Utc::now(),
+            1.0,
+            &bounds(),
+        ))
+        .unwrap();
         assert!(reply.get("snaUrl").is_none());
-        let reply = serde_json::to_value(store(&mut state, v(Channel::Sna), Utc::now())).unwrap();
+        let reply = serde_json::to_value(store(
+            &mut state,
+            v(Channel::Sna),
+            Utc::now(),
+            1.0,
+            &bounds(),
+        ))
+        .unwrap();
         assert!(
             reply["snaUrl"]
                 .as_str()

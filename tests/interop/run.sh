@@ -6,7 +6,9 @@
 # Installs its own tools (./.venv from requirements.txt, ./node_modules from package-lock.json),
 # lints the protos and checks for breaking changes, builds the server, starts ONE server in
 # sandbox mode on a free port, then runs the Python and Node journeys, the grpcurl checks and
-# the three examples against it. Each check prints `ok - ...`; the last line is the summary.
+# the three examples against it, plus the sandbox inbox page in headless chromium (installed
+# with apt-get if missing; screenshot in target/interop/inbox.png) and a curl walk-through of a
+# standalone sandbox. Each check prints `ok - ...`; the last line is the summary.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 repo="$PWD"
@@ -43,6 +45,16 @@ if ! npm ci --no-audit --no-fund >"$logs/npm-ci.log" 2>&1; then
 fi
 export PATH="$repo/.venv/bin:$repo/node_modules/.bin:$PATH"
 
+say "tools: Debian chromium, chromium-driver, curl, jq (apt-get, only if missing)"
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null || ! command -v curl >/dev/null || ! command -v jq >/dev/null; then
+  sudo=""
+  [[ "$(id -u)" -eq 0 ]] || sudo="sudo"
+  # Waits for another apt/dpkg run to finish instead of failing on its lock.
+  $sudo apt-get -o DPkg::Lock::Timeout=600 update
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends chromium chromium-driver curl jq
+fi
+chromium --version 2>/dev/null && chromedriver --version
+
 step buf tests/interop/buf.sh
 
 say "build: cargo build --bin itnio-otp-grpc --example send_and_check"
@@ -64,10 +76,15 @@ done
 [[ -n "$addr" ]] || { cat "$logs/server.log" >&2; echo "server did not log its address within 30 s" >&2; exit 1; }
 echo "listening on $addr"
 export ITNIO_OTP_GRPC_ADDR="$addr"
+inbox_url="$(grep -o 'inbox=http://[^ ]*' "$logs/server.log" | head -1 | cut -d= -f2 || true)"
+[[ -n "$inbox_url" ]] || { cat "$logs/server.log" >&2; echo "the server did not log its sandbox inbox URL" >&2; exit 1; }
+echo "sandbox inbox at $inbox_url"
 
 step python .venv/bin/python tests/interop/journey.py "$addr"
 step node node tests/interop/journey.js "$addr"
 step grpcurl tests/interop/grpcurl.sh "$addr"
+step browser .venv/bin/python tests/interop/inbox_browser.py "$addr" "$inbox_url" "$logs/inbox.png"
+step curl tests/interop/curl_walkthrough.sh target/debug/itnio-otp-grpc
 
 # example NAME CMD...: runs an example and checks that it printed a matched code.
 example() {
