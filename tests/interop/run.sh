@@ -48,9 +48,9 @@ step buf tests/interop/buf.sh
 say "build: cargo build --bin itnio-otp-grpc --example send_and_check"
 cargo build --bin itnio-otp-grpc --example send_and_check
 
-say "server: GRPC_LISTEN_ADDR=127.0.0.1:0 SANDBOX_SPEED=100 target/debug/itnio-otp-grpc"
+say "server: GRPC_LISTEN_ADDR=127.0.0.1:0 METRICS_LISTEN_ADDR=127.0.0.1:0 SANDBOX_SPEED=100 target/debug/itnio-otp-grpc"
 # Sandbox mode means no ITNIO credentials: make sure none leak in from the caller's environment.
-env -u ITNIO_API_KEY -u ITNIO_API_SECRET -u ITNIO_API_SECRET_FILE -u ITNIO_BASE_URL GRPC_LISTEN_ADDR=127.0.0.1:0 SANDBOX_SPEED=100 \
+env -u ITNIO_API_KEY -u ITNIO_API_SECRET -u ITNIO_API_SECRET_FILE -u ITNIO_BASE_URL -u ITNIO_MODE GRPC_LISTEN_ADDR=127.0.0.1:0 METRICS_LISTEN_ADDR=127.0.0.1:0 SANDBOX_SPEED=100 \
   target/debug/itnio-otp-grpc 2>"$logs/server.log" &
 server_pid=$!
 trap 'kill -TERM "$server_pid" 2>/dev/null && wait "$server_pid" || true' EXIT
