@@ -137,8 +137,8 @@ pub async fn serve(
     let (upstream, sandbox) = connect_upstream(&config, &after_drain).await?;
     let (health, health_service) = tonic_health::server::health_reporter();
     set_all(&health, ServingStatus::Serving).await;
-    let reflection_v1 = reflection_builder().build_v1()?;
-    let reflection_v1alpha = reflection_builder().build_v1alpha()?;
+    let reflection_v1 = reflection_builder()?.build_v1()?;
+    let reflection_v1alpha = reflection_builder()?.build_v1alpha()?;
 
     let router = Server::builder()
         .tcp_nodelay(true)
@@ -296,12 +296,15 @@ async fn start_sandbox(
     Ok((base_url, api_key, api_secret, task))
 }
 
-fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
-    tonic_reflection::server::Builder::configure()
+/// Reflection over our protos, health, and the google.rpc error details (grpcurl decodes
+/// ErrorInfo, BadRequest, QuotaFailure and RetryInfo with them).
+fn reflection_builder() -> Result<tonic_reflection::server::Builder<'static>, ServerError> {
+    let google_rpc =
+        proto::google_rpc_descriptor_set().map_err(|e| ServerError::Reflection(e.into()))?;
+    Ok(tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        // google/rpc/{status,error_details}.proto: grpcurl decodes error details with them.
-        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+        .register_file_descriptor_set(google_rpc))
 }
 
 /// The health-checked names of our five services.

@@ -757,3 +757,47 @@ async fn the_whole_log_of_a_run_holds_no_number_code_secret_or_userinfo() {
         "the redacted base URL is logged"
     );
 }
+
+#[tokio::test]
+async fn reflection_serves_the_google_rpc_error_detail_files() {
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let app = common::spawn_app().await;
+    let mut client = ServerReflectionClient::new(app.channel.clone());
+    for (symbol, file) in [
+        ("google.rpc.ErrorInfo", "google/rpc/error_details.proto"),
+        ("google.rpc.QuotaFailure", "google/rpc/error_details.proto"),
+        ("google.rpc.Status", "google/rpc/status.proto"),
+    ] {
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::FileContainingSymbol(symbol.into())),
+        };
+        let reply = client
+            .server_reflection_info(tokio_stream::once(request))
+            .await
+            .expect("reflection")
+            .into_inner()
+            .message()
+            .await
+            .expect("reply")
+            .expect("a message");
+        let Some(MessageResponse::FileDescriptorResponse(files)) = reply.message_response else {
+            panic!("{symbol}: expected a file descriptor, got {reply:?}");
+        };
+        let names: Vec<String> = files
+            .file_descriptor_proto
+            .iter()
+            .map(|bytes| {
+                <prost_types::FileDescriptorProto as prost::Message>::decode(bytes.as_slice())
+                    .expect("descriptor")
+                    .name()
+                    .to_owned()
+            })
+            .collect();
+        assert!(names.iter().any(|n| n == file), "{symbol}: {names:?}");
+    }
+    app.shutdown().await;
+}

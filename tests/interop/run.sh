@@ -68,6 +68,7 @@ export ITNIO_OTP_GRPC_ADDR="$addr"
 step python .venv/bin/python tests/interop/journey.py "$addr"
 step node node tests/interop/journey.js "$addr"
 step grpcurl tests/interop/grpcurl.sh "$addr"
+step grpcurl-errors tests/interop/grpcurl_errors.sh target/debug/itnio-otp-grpc "$logs"
 
 # example NAME CMD...: runs an example and checks that it printed a matched code.
 example() {
