@@ -371,8 +371,9 @@ impl SandboxArgs {
 }
 
 /// One line saying what was wrong: by environment variable when the value came from there.
+/// Echoing the value is safe: the secret settings are plain strings, which never fail to parse.
 fn describe_parse_error(error: &clap::Error, args: &[OsString]) -> String {
-    let Some((env, hide_value)) = env_source(error, args) else {
+    let Some(env) = env_source(error, args) else {
         let rendered = error.render().to_string();
         return rendered
             .trim_start_matches("error: ")
@@ -382,7 +383,7 @@ fn describe_parse_error(error: &clap::Error, args: &[OsString]) -> String {
             .to_owned();
     };
     let value = match error.get(ContextKind::InvalidValue) {
-        Some(ContextValue::String(value)) if !hide_value => format!("{value:?}"),
+        Some(ContextValue::String(value)) => format!("{value:?}"),
         _ => "the value".to_owned(),
     };
     let reason = match (error.source(), error.get(ContextKind::ValidValue)) {
@@ -395,9 +396,9 @@ fn describe_parse_error(error: &clap::Error, args: &[OsString]) -> String {
     format!("{env}: {value} is invalid: {reason}")
 }
 
-/// The environment variable a rejected value was read from (and whether its values are hidden);
-/// `None` when the value was given on the command line.
-fn env_source(error: &clap::Error, args: &[OsString]) -> Option<(String, bool)> {
+/// The environment variable a rejected value was read from; `None` when the value was given on
+/// the command line.
+fn env_source(error: &clap::Error, args: &[OsString]) -> Option<String> {
     let Some(ContextValue::String(arg)) = error.get(ContextKind::InvalidArg) else {
         return None;
     };
@@ -424,7 +425,7 @@ fn env_source(error: &clap::Error, args: &[OsString]) -> Option<(String, bool)> 
         .get_arguments()
         .find(|a| a.get_long() == Some(long))?;
     let env = arg.get_env()?.to_string_lossy().into_owned();
-    std::env::var_os(&env).map(|_| (env, arg.is_hide_env_values_set()))
+    std::env::var_os(&env).map(|_| env)
 }
 
 fn read_secret(

@@ -189,7 +189,34 @@ fn values_that_do_not_parse_exit_64_naming_the_environment_variable() {
             "{name}: {stderr}"
         );
     }
-    // From the command line, the flag is named.
+    // The sandbox subcommand's own variables; `--mode sandbox` is not the subcommand.
+    let output = command(&[("SANDBOX_LISTEN_ADDR", "nowhere")])
+        .arg("sandbox")
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("SANDBOX_LISTEN_ADDR: \"nowhere\""),
+        "{stderr}"
+    );
+    let output = command(&[("GRPC_LISTEN_ADDR", "nowhere")])
+        .args(["--mode", "sandbox"])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("GRPC_LISTEN_ADDR: \"nowhere\""), "{stderr}");
+    // From the command line, the flag is named, in both spellings.
+    let output = command(&[("ITNIO_TIMEOUT", "ten")])
+        .arg("--upstream-timeout=eleven")
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("'eleven' for '--upstream-timeout"),
+        "{stderr}"
+    );
     let output = command(&[])
         .args(["--upstream-timeout", "ten"])
         .output()
@@ -198,6 +225,15 @@ fn values_that_do_not_parse_exit_64_naming_the_environment_variable() {
     assert_eq!(output.status.code(), Some(64), "{stderr}");
     assert!(stderr.contains("--upstream-timeout"), "{stderr}");
     assert!(!stderr.contains("ITNIO_TIMEOUT"), "{stderr}");
+}
+
+#[test]
+fn help_and_version_exit_0() {
+    for flag in ["--help", "--version"] {
+        let output = command(&[]).arg(flag).output().expect("run");
+        assert_eq!(output.status.code(), Some(0), "{flag}");
+        assert!(!output.stdout.is_empty(), "{flag}");
+    }
 }
 
 #[test]
@@ -409,6 +445,7 @@ async fn app_and_template(channel: &Channel) -> (String, String) {
 struct Exposition {
     samples: Vec<(String, HashMap<String, String>, f64)>,
     types: HashMap<String, String>,
+    helps: Vec<String>,
 }
 
 impl Exposition {
@@ -416,6 +453,7 @@ impl Exposition {
     fn parse(text: &str) -> Self {
         let mut samples = Vec::new();
         let mut types = HashMap::new();
+        let mut helps = Vec::new();
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             if let Some(rest) = line.strip_prefix("# TYPE ") {
                 let (name, kind) = rest.split_once(' ').expect("TYPE name kind");
@@ -426,7 +464,8 @@ impl Exposition {
                 types.insert(name.to_owned(), kind.to_owned());
                 continue;
             }
-            if line.starts_with("# HELP ") {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                helps.push(rest.split(' ').next().expect("HELP name").to_owned());
                 continue;
             }
             assert!(!line.starts_with('#'), "unexpected comment {line}");
@@ -445,7 +484,11 @@ impl Exposition {
             );
             samples.push((name.to_owned(), labels, value));
         }
-        Self { samples, types }
+        Self {
+            samples,
+            types,
+            helps,
+        }
     }
 
     /// The sum of the samples named `name` whose labels include `labels`.
@@ -596,7 +639,27 @@ async fn metrics_parse_as_prometheus_text_and_counters_move() {
         after.value("itnio_otp_grpc_build_info", &[("mode", "sandbox")]),
         Some(1.0)
     );
+    for name in after.types.keys() {
+        assert!(after.helps.contains(name), "{name} has no HELP line");
+    }
     drop(stream);
+    // The stream's and the poller's gauges fall back when the client goes away.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let now = scrape(metrics_addr).await;
+        let open = |name| now.value(name, &[]);
+        if open("itnio_watch_streams_open") == Some(0.0)
+            && open("itnio_watch_pollers_active") == Some(0.0)
+            && now.value(
+                "grpc_server_requests_in_flight",
+                &[("method", "WatchRecord")],
+            ) == Some(0.0)
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "gauges stay up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -770,6 +833,7 @@ async fn reflection_serves_the_google_rpc_error_detail_files() {
         ("google.rpc.ErrorInfo", "google/rpc/error_details.proto"),
         ("google.rpc.QuotaFailure", "google/rpc/error_details.proto"),
         ("google.rpc.Status", "google/rpc/status.proto"),
+        ("google.protobuf.Duration", "google/protobuf/duration.proto"),
     ] {
         let request = ServerReflectionRequest {
             host: String::new(),

@@ -299,7 +299,7 @@ impl Drop for CallRecord {
         let request_id = self.request_id.to_str().unwrap_or_default();
         let caller = self.caller.as_ref().map(|c| &*c.caller);
         let account = self.caller.as_ref().map(|c| &*c.account);
-        let duration_ms = duration.as_secs_f64() * 1000.0;
+        let duration_ms = millis(duration);
         macro_rules! line {
             ($level:expr) => {
                 tracing::event!(
@@ -323,6 +323,11 @@ impl Drop for CallRecord {
             line!(tracing::Level::INFO);
         }
     }
+}
+
+/// A duration in (fractional) milliseconds, for the access line.
+fn millis(duration: std::time::Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
 }
 
 /// The canonical upper-case name of a gRPC code, as grpc-go and Prometheus conventions use.
@@ -440,6 +445,12 @@ mod tests {
         );
         let unknown = RpcName::of("/itnio.otp.v1.VerificationService/Nope");
         assert_eq!((unknown.service, unknown.method), ("unknown", "unknown"));
+    }
+
+    #[test]
+    fn durations_are_logged_in_milliseconds() {
+        assert_eq!(millis(std::time::Duration::from_micros(2500)), 2.5);
+        assert_eq!(millis(std::time::Duration::from_secs(3)), 3000.0);
     }
 
     #[test]
