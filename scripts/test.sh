@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The one command that runs every check: formatting, lints, unit and end-to-end tests, and the
-# interop suite (buf lint + breaking, Python, Node, grpcurl, examples), which installs its own
-# tools locally (.venv/, node_modules/).
+# The one command that runs every check: formatting, lints, unit and end-to-end tests, the
+# deployment checks (hadolint, kubernetes-validate, kubectl kustomize) and the interop suite
+# (buf lint + breaking, Python, Node, grpcurl, examples); both install their own tools locally
+# (.venv/, node_modules/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,9 @@ cargo clippy --all-targets --locked -- -D warnings
 
 step "cargo test (unit + end-to-end)"
 cargo test --all-targets --locked
+
+step "deployment (hadolint Dockerfile, kubernetes-validate --strict, kubectl kustomize)"
+bash tests/deploy/run.sh
 
 step "interop (buf lint + breaking, Python grpcio, Node grpc-js, grpcurl, examples)"
 bash tests/interop/run.sh

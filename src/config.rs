@@ -5,9 +5,12 @@
 //! with a clear message instead of a half-started server. Secrets only ever live in [`Secret`],
 //! whose `Debug` prints a placeholder.
 
-use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{error::Error as _, ffi::OsString, fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{
+    Args, CommandFactory, Parser, Subcommand, ValueEnum,
+    error::{ContextKind, ContextValue, ErrorKind},
+};
 
 use crate::watch::WatchConfig;
 
@@ -22,6 +25,37 @@ pub struct Cli {
     command: Option<CliCommand>,
     #[command(flatten)]
     serve: ServeArgs,
+    /// Log line format: `text` for terminals, `json` for log collectors.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Which ITNIO API the service calls (`ITNIO_MODE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// The real ITNIO API; credentials are required.
+    Live,
+    /// The in-process sandbox, whatever credentials are set.
+    Sandbox,
+}
+
+impl Mode {
+    /// The name used in logs, metrics and response metadata.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Live => "live",
+            Self::Sandbox => "sandbox",
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -41,6 +75,17 @@ struct ServeArgs {
         default_value = "0.0.0.0:50051"
     )]
     listen: SocketAddr,
+    /// `live` requires credentials, `sandbox` always uses the in-process sandbox; unset, the
+    /// sandbox runs when no credentials are set.
+    #[arg(long, env = "ITNIO_MODE", value_enum)]
+    mode: Option<Mode>,
+    /// Address of the admin HTTP server (`/metrics`).
+    #[arg(
+        long = "metrics-listen",
+        env = "METRICS_LISTEN_ADDR",
+        default_value = "0.0.0.0:9090"
+    )]
+    metrics_listen: SocketAddr,
     /// ITNIO API key. Without key and secret the service runs against the in-process sandbox.
     #[arg(long, env = "ITNIO_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
@@ -133,6 +178,8 @@ pub enum Command {
 pub struct ServeConfig {
     /// Where the gRPC server listens.
     pub listen: SocketAddr,
+    /// Where the admin HTTP server (`/metrics`) listens.
+    pub metrics_listen: SocketAddr,
     /// Which ITNIO API to call.
     pub upstream: UpstreamTarget,
     /// Timeout of one upstream HTTP call.
@@ -162,6 +209,16 @@ pub enum UpstreamTarget {
         /// Where the sandbox listens (loopback port 0 by default).
         listen: SocketAddr,
     },
+}
+
+impl UpstreamTarget {
+    /// `live` for the ITNIO API, `sandbox` for the in-process emulator.
+    pub fn mode(&self) -> Mode {
+        match self {
+            Self::Itnio { .. } => Mode::Live,
+            Self::Sandbox { .. } => Mode::Sandbox,
+        }
+    }
 }
 
 /// A string that never shows up in `Debug` output or logs.
@@ -209,6 +266,12 @@ pub enum ConfigError {
     /// The base URL is not an http(s) URL.
     #[error("ITNIO_BASE_URL must start with https:// or http:// (got {0:?})")]
     BaseUrl(String),
+    /// `ITNIO_MODE=live` without credentials.
+    #[error(
+        "ITNIO_MODE=live needs ITNIO_API_KEY and ITNIO_API_SECRET_FILE (or ITNIO_API_SECRET); \
+         refusing to start against the sandbox"
+    )]
+    LiveWithoutCredentials,
     /// A base URL was given without credentials.
     #[error("ITNIO_BASE_URL is set but ITNIO_API_KEY and a secret are not")]
     BaseUrlWithoutCredentials,
@@ -226,7 +289,34 @@ pub enum ConfigError {
     ZeroDuration(&'static str),
 }
 
+/// Why the command line and environment were not accepted.
+#[derive(Debug)]
+pub enum CliError {
+    /// `--help` or `--version`: not an error; `clap::Error::exit` prints it and exits 0.
+    Info(clap::Error),
+    /// A value that does not parse or an unknown flag: the message names the environment
+    /// variable when the value came from there.
+    Invalid(String),
+}
+
 impl Cli {
+    /// Parses `args` and the environment. Unlike clap's own exit (code 2, naming the flag), a bad
+    /// value read from the environment is reported by its variable name, so it can be fixed where
+    /// it was set.
+    pub fn parse_args<I, T>(args: I) -> Result<Self, CliError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString>,
+    {
+        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        Self::try_parse_from(&args).map_err(|error| match error.kind() {
+            ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => CliError::Info(error),
+            _ => CliError::Invalid(describe_parse_error(&error, &args)),
+        })
+    }
+
     /// Validates the parsed arguments into what the process will do.
     pub fn into_command(self) -> Result<Command, ConfigError> {
         match self.command {
@@ -243,17 +333,22 @@ impl ServeArgs {
             return Err(ConfigError::ZeroDuration("ITNIO_TIMEOUT"));
         }
         let secret = read_secret(self.api_secret, self.api_secret_file)?;
-        let upstream = match (self.api_key, secret) {
-            (None, None) if self.base_url.is_some() => {
+        let sandbox = || {
+            check_speed(self.sandbox_speed).map(|speed| UpstreamTarget::Sandbox {
+                speed,
+                listen: self.sandbox_listen,
+            })
+        };
+        let upstream = match (self.mode, self.api_key, secret) {
+            (Some(Mode::Sandbox), _, _) => sandbox()?,
+            (Some(Mode::Live), None, None) => return Err(ConfigError::LiveWithoutCredentials),
+            (None, None, None) if self.base_url.is_some() => {
                 return Err(ConfigError::BaseUrlWithoutCredentials);
             }
-            (None, None) => UpstreamTarget::Sandbox {
-                speed: check_speed(self.sandbox_speed)?,
-                listen: self.sandbox_listen,
-            },
-            (Some(_), None) => return Err(ConfigError::HalfCredentials("key")),
-            (None, Some(_)) => return Err(ConfigError::HalfCredentials("secret")),
-            (Some(api_key), Some(api_secret)) => UpstreamTarget::Itnio {
+            (None, None, None) => sandbox()?,
+            (_, Some(_), None) => return Err(ConfigError::HalfCredentials("key")),
+            (_, None, Some(_)) => return Err(ConfigError::HalfCredentials("secret")),
+            (_, Some(api_key), Some(api_secret)) => UpstreamTarget::Itnio {
                 base_url: check_base_url(self.base_url)?,
                 api_key: non_empty(api_key, "ITNIO_API_KEY")?,
                 api_secret,
@@ -273,6 +368,7 @@ impl ServeArgs {
         };
         Ok(ServeConfig {
             listen: self.listen,
+            metrics_listen: self.metrics_listen,
             upstream,
             upstream_timeout: self.upstream_timeout,
             shutdown_grace: self.shutdown_grace,
@@ -302,6 +398,64 @@ impl SandboxArgs {
             config,
         })
     }
+}
+
+/// One line saying what was wrong: by environment variable when the value came from there.
+/// Echoing the value is safe: the secret settings are plain strings, which never fail to parse.
+fn describe_parse_error(error: &clap::Error, args: &[OsString]) -> String {
+    let Some(env) = env_source(error, args) else {
+        let rendered = error.render().to_string();
+        return rendered
+            .trim_start_matches("error: ")
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+    };
+    let value = match error.get(ContextKind::InvalidValue) {
+        Some(ContextValue::String(value)) => format!("{value:?}"),
+        _ => "the value".to_owned(),
+    };
+    let reason = match (error.source(), error.get(ContextKind::ValidValue)) {
+        (Some(source), _) => source.to_string(),
+        (None, Some(ContextValue::Strings(valid))) => {
+            format!("expected one of {}", valid.join(", "))
+        }
+        _ => "not a valid value".to_owned(),
+    };
+    format!("{env}: {value} is invalid: {reason}")
+}
+
+/// The environment variable a rejected value was read from; `None` when the value was given on
+/// the command line.
+fn env_source(error: &clap::Error, args: &[OsString]) -> Option<String> {
+    let Some(ContextValue::String(arg)) = error.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let long = arg.split_whitespace().next()?.strip_prefix("--")?;
+    let given = args.iter().skip(1).any(|a| {
+        let a = a.to_string_lossy();
+        a.strip_prefix("--")
+            .is_some_and(|rest| rest == long || rest.starts_with(&format!("{long}=")))
+    });
+    if given {
+        return None;
+    }
+    // `--mode sandbox` is a value, not the `sandbox` subcommand.
+    let in_sandbox = args
+        .windows(2)
+        .any(|pair| pair[1] == "sandbox" && pair[0] != "--mode");
+    let root = Cli::command();
+    let command = if in_sandbox {
+        root.find_subcommand("sandbox")?.clone()
+    } else {
+        root
+    };
+    let arg = command
+        .get_arguments()
+        .find(|a| a.get_long() == Some(long))?;
+    let env = arg.get_env()?.to_string_lossy().into_owned();
+    std::env::var_os(&env).map(|_| env)
 }
 
 fn read_secret(

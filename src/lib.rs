@@ -8,6 +8,7 @@
 //!                                 └─► HTTPS ─► ITNIO (or the in-process sandbox over loopback HTTP)
 //!  watch/*    WatchRecord: one shared upstream poller per watched record, fanned out to streams
 //!  sandbox/*  an emulator of the whole ITNIO OTP API; shares no types with upstream/
+//!  telemetry/* per-RPC layer (request id, access line, metrics), /metrics, log setup
 //!  error.rs   the one place upstream and validation failures become gRPC statuses
 //!  caller.rs  who is calling (attached by the auth layer) and on which ITNIO account
 //!  config.rs  flags + environment, validated before anything listens; main.rs only wires it up
@@ -21,5 +22,6 @@ pub mod proto;
 pub mod sandbox;
 pub mod server;
 pub mod service;
+pub mod telemetry;
 pub mod upstream;
 pub mod watch;

@@ -2,13 +2,12 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use itnio_otp_grpc::{
-    config::{Cli, Command},
+    config::{Cli, CliError, Command},
     sandbox::Sandbox,
-    server,
+    server::{self, Listeners},
+    telemetry,
 };
-use tokio::net::TcpListener;
 use tracing::{error, info};
 
 /// `EX_USAGE` from sysexits.h: the configuration is wrong.
@@ -16,8 +15,16 @@ const EXIT_CONFIG: u8 = 64;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    init_logging();
-    let command = match Cli::parse().into_command() {
+    let cli = match Cli::parse_args(std::env::args_os()) {
+        Ok(cli) => cli,
+        Err(CliError::Info(help)) => help.exit(),
+        Err(CliError::Invalid(problem)) => {
+            eprintln!("configuration error: {problem}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    telemetry::logging::init(cli.log_format);
+    let command = match cli.into_command() {
         Ok(command) => command,
         Err(problem) => {
             eprintln!("configuration error: {problem}");
@@ -36,11 +43,11 @@ async fn main() -> ExitCode {
 async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
     match command {
         Command::Serve(config) => {
-            let listener = TcpListener::bind(config.listen).await?;
-            server::run(config, listener, shutdown_signal()).await?;
+            let listeners = Listeners::bind(&config).await?;
+            server::serve(config, listeners, shutdown_signal()).await?;
         }
         Command::Sandbox { listen, config } => {
-            let listener = TcpListener::bind(listen).await?;
+            let listener = server::bind("the sandbox (HTTP)", listen).await?;
             info!(addr = %listener.local_addr()?, "ITNIO sandbox listening");
             Sandbox::new(config)
                 .serve(listener, shutdown_signal())
@@ -48,17 +55,6 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     Ok(())
-}
-
-/// Logs to stderr; `RUST_LOG` filters (default `info`).
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
 }
 
 /// Resolves on Ctrl-C or SIGTERM (what Kubernetes sends).

@@ -9,3 +9,20 @@ pub mod v1 {
 
 /// The encoded `FileDescriptorSet` of our protos, served by gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("itnio_otp_descriptor");
+
+/// `google/rpc/status.proto` and `error_details.proto` (with the `google/protobuf` files they
+/// import), for reflection, so grpcurl and other reflection clients decode error details.
+///
+/// tonic-types ships them as `status.proto` and `error_details.proto`; reflection clients look
+/// files up by their canonical googleapis paths, so they are renamed here.
+pub fn google_rpc_descriptor_set() -> Result<prost_types::FileDescriptorSet, prost::DecodeError> {
+    let mut set = <prost_types::FileDescriptorSet as prost::Message>::decode(
+        tonic_types::pb::FILE_DESCRIPTOR_SET,
+    )?;
+    for file in &mut set.file {
+        if file.package() == "google.rpc" && !file.name().starts_with("google/rpc/") {
+            file.name = Some(format!("google/rpc/{}", file.name()));
+        }
+    }
+    Ok(set)
+}

@@ -1,20 +1,25 @@
-//! The gRPC server: the five OTP services, health, reflection, and a bounded drain on shutdown.
+//! The gRPC server: the five OTP services, health, reflection, the telemetry layer, the admin
+//! HTTP port, and a bounded drain on shutdown.
 //!
-//! [`run`] takes an already-bound listener and a shutdown future (tests bind port 0 and never
-//! sleep). Without ITNIO credentials it first starts the sandbox on a loopback port and points
-//! the real HTTP client at it.
+//! [`serve`] takes already-bound listeners and a shutdown future (tests bind port 0 and never
+//! sleep); [`run`] is the same without the admin port. In sandbox mode it first starts the
+//! sandbox on a loopback port and points the real HTTP client at it.
+//!
+//! Shutdown order: health turns NOT_SERVING and the gRPC drain starts at once; the in-process
+//! sandbox and the admin port stop only after the drain, so calls in flight finish against the
+//! sandbox and Prometheus can scrape while the pod drains.
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, net::SocketAddr, time::Duration};
 
 use rand::distr::{Alphanumeric, SampleString};
-use tokio::{net::TcpListener, sync::watch};
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{server::NamedService, transport::Server};
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tracing::{info, warn};
 
 use crate::{
-    config::{ServeConfig, UpstreamTarget},
+    config::{Mode, ServeConfig, UpstreamTarget},
     proto::{
         self,
         v1::{
@@ -29,6 +34,7 @@ use crate::{
         apps::AppApi, flows::FlowApi, records::RecordApi, templates::TemplateApi,
         verifications::VerificationApi,
     },
+    telemetry::{self, RpcLayer},
     upstream::{UpstreamClient, UpstreamConfig},
     watch::{WatchHub, stopped},
 };
@@ -42,6 +48,16 @@ pub enum ServerError {
     /// The in-process sandbox could not bind its loopback port.
     #[error("cannot start the in-process sandbox: {0}")]
     Sandbox(#[source] std::io::Error),
+    /// A listener could not be bound.
+    #[error("cannot listen for {listener} on {addr}: {source}")]
+    Bind {
+        /// Which listener: `gRPC` or `metrics (admin HTTP)`.
+        listener: &'static str,
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why binding failed.
+        source: std::io::Error,
+    },
     /// The gRPC listener is unusable.
     #[error("the gRPC listener is unusable: {0}")]
     Listener(#[source] std::io::Error),
@@ -53,10 +69,55 @@ pub enum ServerError {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// The bound sockets of a server process.
+#[derive(Debug)]
+pub struct Listeners {
+    /// The gRPC port.
+    pub grpc: TcpListener,
+    /// The admin HTTP port (`/metrics`), if served.
+    pub admin: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds the gRPC and metrics addresses of `config`; an error names the address and which
+    /// listener failed.
+    pub async fn bind(config: &ServeConfig) -> Result<Self, ServerError> {
+        Ok(Self {
+            grpc: bind("gRPC", config.listen).await?,
+            admin: Some(bind("metrics (admin HTTP)", config.metrics_listen).await?),
+        })
+    }
+}
+
+/// Binds `addr`, naming `listener` and the address on failure.
+pub async fn bind(listener: &'static str, addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind {
+            listener,
+            addr,
+            source,
+        })
+}
+
 /// Serves gRPC on `listener` until `shutdown` resolves, then drains for at most the grace period.
 pub async fn run(
     config: ServeConfig,
     listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let listeners = Listeners {
+        grpc: listener,
+        admin: None,
+    };
+    serve(config, listeners, shutdown).await
+}
+
+/// Serves gRPC (and `/metrics` on the admin listener) until `shutdown` resolves, then drains
+/// for at most the grace period.
+pub async fn serve(
+    config: ServeConfig,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let (stop_tx, mut stop_rx) = watch::channel(false);
@@ -65,15 +126,24 @@ pub async fn run(
         stop_tx.send_replace(true);
     });
 
-    let upstream = connect_upstream(&config, stop_rx.clone()).await?;
+    let mode = config.upstream.mode();
+    telemetry::metrics::install();
+    telemetry::metrics::build_info(mode.as_str());
+    let after_drain = AfterDrain::default();
+    let admin = match listeners.admin {
+        Some(listener) => Some(start_admin(listener, &after_drain)?),
+        None => None,
+    };
+    let (upstream, sandbox) = connect_upstream(&config, &after_drain).await?;
     let (health, health_service) = tonic_health::server::health_reporter();
     set_all(&health, ServingStatus::Serving).await;
-    let reflection_v1 = reflection_builder().build_v1()?;
-    let reflection_v1alpha = reflection_builder().build_v1alpha()?;
+    let reflection_v1 = reflection_builder()?.build_v1()?;
+    let reflection_v1alpha = reflection_builder()?.build_v1alpha()?;
 
     let router = Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .layer(RpcLayer::new(mode.as_str()))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -90,8 +160,9 @@ pub async fn run(
             WatchHub::new(upstream, config.watch.clone(), stop_rx.clone()),
         )));
 
+    let listener = listeners.grpc;
     let addr = listener.local_addr().map_err(ServerError::Listener)?;
-    info!(%addr, "gRPC server listening");
+    info!(%addr, mode = %mode.as_str(), "gRPC server listening");
     let mut drain_rx = stop_rx.clone();
     let drain_started = async move { stopped(&mut drain_rx).await };
     let server =
@@ -108,44 +179,100 @@ pub async fn run(
         }
     }
     info!("gRPC server stopped");
+    after_drain
+        .stop([sandbox, admin].into_iter().flatten())
+        .await;
     Ok(())
 }
 
-/// Builds the one upstream client of the process, starting the sandbox first when needed.
+/// Tasks that must outlive the gRPC drain, and the signal that ends them after it.
+struct AfterDrain {
+    tx: watch::Sender<bool>,
+}
+
+impl Default for AfterDrain {
+    fn default() -> Self {
+        Self {
+            tx: watch::channel(false).0,
+        }
+    }
+}
+
+impl AfterDrain {
+    /// A future resolving once the drain is over.
+    fn signal(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.tx.subscribe();
+        async move { stopped(&mut rx).await }
+    }
+
+    /// Ends the tasks and waits (at most a second: they hold no calls any more) for them.
+    async fn stop(self, tasks: impl IntoIterator<Item = JoinHandle<()>>) {
+        self.tx.send_replace(true);
+        for task in tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
+        }
+    }
+}
+
+/// Starts `/metrics` on the admin listener until the drain is over.
+fn start_admin(
+    listener: TcpListener,
+    after_drain: &AfterDrain,
+) -> Result<JoinHandle<()>, ServerError> {
+    let addr = listener.local_addr().map_err(ServerError::Listener)?;
+    info!(%addr, "metrics listening on http://{addr}/metrics");
+    let stop = after_drain.signal();
+    Ok(tokio::spawn(async move {
+        if let Err(error) = telemetry::admin::serve(listener, stop).await {
+            warn!(%error, "admin HTTP server stopped");
+        }
+    }))
+}
+
+/// Builds the one upstream client of the process, starting the sandbox first in sandbox mode
+/// (its task is returned: it must be stopped after the drain).
 async fn connect_upstream(
     config: &ServeConfig,
-    stop: watch::Receiver<bool>,
-) -> Result<UpstreamClient, ServerError> {
-    let (base_url, api_key, api_secret) = match &config.upstream {
+    after_drain: &AfterDrain,
+) -> Result<(UpstreamClient, Option<JoinHandle<()>>), ServerError> {
+    let (base_url, api_key, api_secret, sandbox) = match &config.upstream {
         UpstreamTarget::Itnio {
             base_url,
             api_key,
             api_secret,
         } => {
-            info!(base_url = %base_url, "calling the ITNIO API");
+            let shown = telemetry::logging::redact_url(base_url);
+            info!(base_url = %shown, mode = %Mode::Live.as_str(), "calling the ITNIO API");
             (
                 base_url.clone(),
                 api_key.clone(),
                 api_secret.expose().to_owned(),
+                None,
             )
         }
-        UpstreamTarget::Sandbox { speed, listen } => start_sandbox(*speed, *listen, stop).await?,
+        UpstreamTarget::Sandbox { speed, listen } => {
+            let (base_url, key, secret, task) =
+                start_sandbox(*speed, *listen, after_drain.signal()).await?;
+            (base_url, key, secret, Some(task))
+        }
     };
-    UpstreamClient::new(UpstreamConfig {
+    let client = UpstreamClient::new(UpstreamConfig {
         base_url,
         api_key,
         api_secret,
         timeout: config.upstream_timeout,
     })
-    .map_err(|e| ServerError::Upstream(e.to_string()))
+    .map_err(|e| ServerError::Upstream(e.to_string()))?;
+    Ok((client, sandbox))
 }
 
-/// Starts the emulator (loopback port 0 unless configured) with throwaway credentials; returns how to reach it.
+/// Starts the emulator (loopback port 0 unless configured) with throwaway credentials until
+/// `stop`; returns how to reach it and its task.
 async fn start_sandbox(
     speed: f64,
     listen: std::net::SocketAddr,
-    mut stop: watch::Receiver<bool>,
-) -> Result<(String, String, String), ServerError> {
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Result<(String, String, String, JoinHandle<()>), ServerError> {
     let listener = TcpListener::bind(listen)
         .await
         .map_err(ServerError::Sandbox)?;
@@ -156,11 +283,8 @@ async fn start_sandbox(
     let mut sandbox_config = SandboxConfig::new(api_key.clone(), api_secret.clone());
     sandbox_config.speed = speed;
     let sandbox = Sandbox::new(sandbox_config);
-    tokio::spawn(async move {
-        if let Err(error) = sandbox
-            .serve(listener, async move { stopped(&mut stop).await })
-            .await
-        {
+    let task = tokio::spawn(async move {
+        if let Err(error) = sandbox.serve(listener, stop).await {
             warn!(%error, "in-process sandbox stopped");
         }
     });
@@ -168,16 +292,22 @@ async fn start_sandbox(
     warn!(
         sandbox = %base_url,
         speed,
-        "no ITNIO credentials configured: serving against the in-process SANDBOX (no real messages are sent)"
+        mode = %Mode::Sandbox.as_str(),
+        "serving against the in-process SANDBOX (ITNIO_MODE=sandbox, or no ITNIO credentials configured): no real messages are sent"
     );
     info!(inbox = %format!("{base_url}/_sandbox/inbox"), "sandbox inbox: every code it delivers");
-    Ok((base_url, api_key, api_secret))
+    Ok((base_url, api_key, api_secret, task))
 }
 
-fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
-    tonic_reflection::server::Builder::configure()
+/// Reflection over our protos, health, and the google.rpc error details (grpcurl decodes
+/// ErrorInfo, BadRequest, QuotaFailure and RetryInfo with them).
+fn reflection_builder() -> Result<tonic_reflection::server::Builder<'static>, ServerError> {
+    let google_rpc =
+        proto::google_rpc_descriptor_set().map_err(|e| ServerError::Reflection(e.into()))?;
+    Ok(tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_file_descriptor_set(google_rpc))
 }
 
 /// The health-checked names of our five services.

@@ -54,6 +54,7 @@ impl Binary {
             .env_remove("ITNIO_API_SECRET_FILE")
             .env_remove("ITNIO_BASE_URL")
             .env("GRPC_LISTEN_ADDR", "127.0.0.1:0")
+            .env("METRICS_LISTEN_ADDR", "127.0.0.1:0")
             .env("RUST_LOG", "info")
             .stderr(Stdio::piped());
         for (key, value) in envs {

@@ -1,7 +1,9 @@
 // Sends a code to a sandbox test number and checks it: the smallest useful client.
 //
-//   npm install @grpc/grpc-js @grpc/proto-loader
+//   npm ci        # in this repository: the pinned @grpc/grpc-js and @grpc/proto-loader, lock untouched
 //   ITNIO_OTP_GRPC_ADDR=localhost:50051 node examples/node/send_and_check.js
+//
+// In your own project, `npm install @grpc/grpc-js @grpc/proto-loader` adds them to its package.json.
 //
 // The .proto files are loaded at run time; point PROTO_DIR at your copy of this repo's proto/.
 'use strict';

@@ -3,6 +3,7 @@
 Generate the stubs from the repository's proto/ first (grpcio-tools bundles google/protobuf):
 
     pip install grpcio-tools
+    mkdir -p gen
     python -m grpc_tools.protoc -I proto \
         -I "$(python -c 'import grpc_tools, os; print(os.path.dirname(grpc_tools.__file__))')/_proto" \
         --python_out=gen --grpc_python_out=gen proto/itnio/otp/v1/*.proto

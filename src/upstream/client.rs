@@ -265,6 +265,13 @@ impl UpstreamClient {
             outcome = outcome_name(&result),
             "itnio call"
         );
+        let failure = result.as_ref().err().map(|_| outcome_name(&result));
+        crate::telemetry::upstream_attempt(
+            endpoint.as_str(),
+            upstream_status,
+            failure,
+            started.elapsed(),
+        );
         result
     }
 

@@ -33,6 +33,7 @@ pub use budget::PollBudget;
 
 use crate::{
     proto::v1::{Record, RecordChange, WatchRecordResponse},
+    telemetry::metrics::StreamGauge,
     upstream::UpstreamClient,
 };
 
@@ -140,6 +141,7 @@ impl WatchHub {
             deadline: deadline.map(|d| Instant::now() + d),
             fresh: true,
             done: false,
+            _open: StreamGauge::open(),
         };
         Box::pin(futures_util::stream::unfold(state, next_message))
     }
@@ -209,6 +211,8 @@ struct StreamState {
     /// The current poll state has not been looked at yet (true only before the first message).
     fresh: bool,
     done: bool,
+    /// Counts this stream in the open-streams gauge until it is dropped.
+    _open: StreamGauge,
 }
 
 /// The next message of a stream: the current record first, then each change, until the end.

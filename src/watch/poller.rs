@@ -9,11 +9,13 @@ use super::{PollState, WatchHub, WatchKey, changes, stopped};
 use crate::{
     convert::records::from_wire,
     proto::v1::Record,
+    telemetry::metrics::{self, PollerGauge},
     upstream::{OrderRecordRequest, UpstreamError, UpstreamStatus},
 };
 
 /// Polls `key` until its record is final, polling fails for good, or no stream is left.
 pub(super) async fn run(hub: WatchHub, key: WatchKey, sender: watch::Sender<PollState>) {
+    let _running = PollerGauge::start();
     let shared = &hub.shared;
     let mut stop = shared.stop.clone();
     let started = Instant::now();
@@ -68,6 +70,7 @@ pub(super) async fn run(hub: WatchHub, key: WatchKey, sender: watch::Sender<Poll
 }
 
 async fn poll(hub: &WatchHub, key: &WatchKey) -> Result<Record, UpstreamError> {
+    metrics::watch_poll();
     let upstream = &hub.shared.upstream;
     let record = match key {
         WatchKey::Verification(id) => upstream.get_record(id, None).await?,

@@ -140,6 +140,7 @@ pub async fn spawn_app_custom(
 pub fn upstream_config(base_url: &str) -> ServeConfig {
     ServeConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
+        metrics_listen: "127.0.0.1:0".parse().expect("addr"),
         upstream: UpstreamTarget::Itnio {
             base_url: base_url.to_owned(),
             api_key: API_KEY.to_owned(),

@@ -60,9 +60,9 @@ step buf tests/interop/buf.sh
 say "build: cargo build --bin itnio-otp-grpc --example send_and_check"
 cargo build --bin itnio-otp-grpc --example send_and_check
 
-say "server: GRPC_LISTEN_ADDR=127.0.0.1:0 SANDBOX_SPEED=100 target/debug/itnio-otp-grpc"
+say "server: GRPC_LISTEN_ADDR=127.0.0.1:0 METRICS_LISTEN_ADDR=127.0.0.1:0 SANDBOX_SPEED=100 target/debug/itnio-otp-grpc"
 # Sandbox mode means no ITNIO credentials: make sure none leak in from the caller's environment.
-env -u ITNIO_API_KEY -u ITNIO_API_SECRET -u ITNIO_API_SECRET_FILE -u ITNIO_BASE_URL GRPC_LISTEN_ADDR=127.0.0.1:0 SANDBOX_SPEED=100 \
+env -u ITNIO_API_KEY -u ITNIO_API_SECRET -u ITNIO_API_SECRET_FILE -u ITNIO_BASE_URL -u ITNIO_MODE GRPC_LISTEN_ADDR=127.0.0.1:0 METRICS_LISTEN_ADDR=127.0.0.1:0 SANDBOX_SPEED=100 \
   target/debug/itnio-otp-grpc 2>"$logs/server.log" &
 server_pid=$!
 trap 'kill -TERM "$server_pid" 2>/dev/null && wait "$server_pid" || true' EXIT
@@ -85,6 +85,7 @@ step node node tests/interop/journey.js "$addr"
 step grpcurl tests/interop/grpcurl.sh "$addr"
 step browser .venv/bin/python tests/interop/inbox_browser.py "$addr" "$inbox_url" "$logs/inbox.png"
 step curl tests/interop/curl_walkthrough.sh target/debug/itnio-otp-grpc
+step grpcurl-errors tests/interop/grpcurl_errors.sh target/debug/itnio-otp-grpc "$logs"
 
 # example NAME CMD...: runs an example and checks that it printed a matched code.
 example() {

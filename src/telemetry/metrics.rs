@@ -1,0 +1,209 @@
+//! The process's Prometheus metrics, through the `metrics` facade and
+//! `metrics-exporter-prometheus`.
+//!
+//! Every metric name is a constant here and every recording goes through a function here, so the
+//! list in the README is this file. Label values are `&'static str` (route templates, interned
+//! RPC names, fixed status strings), so recording allocates no label strings. The recorder is
+//! global (one per process); [`install`] is idempotent so in-process tests can start many servers.
+
+use std::{sync::OnceLock, time::Duration};
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics_exporter_prometheus::{
+    BuildError, Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+
+/// gRPC calls handled, by `service`, `method` and `code`.
+pub const GRPC_REQUESTS: &str = "grpc_server_requests_total";
+/// gRPC call duration until the last response frame, by `service` and `method`.
+pub const GRPC_DURATION: &str = "grpc_server_request_duration_seconds";
+/// gRPC calls in progress (streams included), by `service` and `method`.
+pub const GRPC_IN_FLIGHT: &str = "grpc_server_requests_in_flight";
+/// ITNIO HTTP attempts, by `endpoint` (route template) and `upstream_status` (ITNIO's status
+/// string, or `none` when no envelope was read).
+pub const UPSTREAM_REQUESTS: &str = "itnio_upstream_requests_total";
+/// ITNIO attempt latency, by `endpoint`.
+pub const UPSTREAM_DURATION: &str = "itnio_upstream_request_duration_seconds";
+/// Failed ITNIO attempts, by `endpoint` and `kind` (rejected, timeout, connect, http, decode).
+pub const UPSTREAM_ERRORS: &str = "itnio_upstream_errors_total";
+/// Open WatchRecord streams.
+pub const WATCH_STREAMS: &str = "itnio_watch_streams_open";
+/// Record pollers running (one per watched verification or order).
+pub const WATCH_POLLERS: &str = "itnio_watch_pollers_active";
+/// Record polls made by WatchRecord pollers.
+pub const WATCH_POLLS: &str = "itnio_watch_polls_total";
+/// Always 1, labelled with `version` and `mode` (live or sandbox).
+pub const BUILD_INFO: &str = "itnio_otp_grpc_build_info";
+
+/// Latency buckets in seconds: a loopback sandbox call (~1 ms) up to the default 10 s timeout.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the global recorder once and returns the handle that renders it. If another
+/// recorder was installed first (a host program's), metrics go there and this renders nothing.
+pub fn install() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        // Only an empty bucket list is refused, and LATENCY_BUCKETS is not empty; were it ever
+        // refused, histograms would render as summaries instead.
+        let recorder = recorder().unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_ok() {
+            describe();
+        }
+        handle
+    })
+}
+
+fn recorder() -> Result<PrometheusRecorder, BuildError> {
+    Ok(PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(GRPC_DURATION.into()), &LATENCY_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(UPSTREAM_DURATION.into()), &LATENCY_BUCKETS)?
+        .build_recorder())
+}
+
+/// The text exposition of every metric, for `GET /metrics`.
+pub fn render() -> String {
+    install().render()
+}
+
+fn describe() {
+    describe_counter!(
+        GRPC_REQUESTS,
+        "gRPC calls handled, by service, method and code"
+    );
+    describe_histogram!(GRPC_DURATION, metrics::Unit::Seconds, "gRPC call duration");
+    describe_gauge!(GRPC_IN_FLIGHT, "gRPC calls in progress, streams included");
+    describe_counter!(
+        UPSTREAM_REQUESTS,
+        "ITNIO HTTP attempts, by endpoint and upstream status"
+    );
+    describe_histogram!(
+        UPSTREAM_DURATION,
+        metrics::Unit::Seconds,
+        "ITNIO attempt latency"
+    );
+    describe_counter!(
+        UPSTREAM_ERRORS,
+        "failed ITNIO attempts, by endpoint and kind"
+    );
+    describe_gauge!(WATCH_STREAMS, "open WatchRecord streams");
+    describe_gauge!(WATCH_POLLERS, "record pollers running");
+    describe_counter!(WATCH_POLLS, "record polls made by WatchRecord pollers");
+    describe_gauge!(BUILD_INFO, "build version and ITNIO mode (live or sandbox)");
+}
+
+/// Publishes the build info gauge for the mode this process serves.
+pub fn build_info(mode: &'static str) {
+    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "mode" => mode).set(1.0);
+}
+
+/// A gRPC call has started.
+pub(crate) fn rpc_started(service: &'static str, method: &'static str) {
+    gauge!(GRPC_IN_FLIGHT, "service" => service, "method" => method).increment(1.0);
+}
+
+/// A gRPC call has ended with `code` after `duration`.
+pub(crate) fn rpc_finished(
+    service: &'static str,
+    method: &'static str,
+    code: &'static str,
+    duration: Duration,
+) {
+    gauge!(GRPC_IN_FLIGHT, "service" => service, "method" => method).decrement(1.0);
+    counter!(GRPC_REQUESTS, "service" => service, "method" => method, "code" => code).increment(1);
+    histogram!(GRPC_DURATION, "service" => service, "method" => method)
+        .record(duration.as_secs_f64());
+}
+
+/// One ITNIO HTTP attempt: `upstream_status` is ITNIO's business status when an envelope was
+/// read, `error_kind` names the failure (`None` on success).
+pub(crate) fn upstream_attempt(
+    endpoint: &'static str,
+    upstream_status: Option<i32>,
+    error_kind: Option<&'static str>,
+    duration: Duration,
+) {
+    let status = upstream_status_label(upstream_status);
+    counter!(UPSTREAM_REQUESTS, "endpoint" => endpoint, "upstream_status" => status).increment(1);
+    histogram!(UPSTREAM_DURATION, "endpoint" => endpoint).record(duration.as_secs_f64());
+    if let Some(kind) = error_kind {
+        counter!(UPSTREAM_ERRORS, "endpoint" => endpoint, "kind" => kind).increment(1);
+    }
+}
+
+/// ITNIO's status codes as label values without formatting: `0` to `-29`, else `other`.
+fn upstream_status_label(status: Option<i32>) -> &'static str {
+    const LABELS: [&str; 30] = [
+        "0", "-1", "-2", "-3", "-4", "-5", "-6", "-7", "-8", "-9", "-10", "-11", "-12", "-13",
+        "-14", "-15", "-16", "-17", "-18", "-19", "-20", "-21", "-22", "-23", "-24", "-25", "-26",
+        "-27", "-28", "-29",
+    ];
+    match status {
+        None => "none",
+        Some(code) => code
+            .checked_neg()
+            .and_then(|n| usize::try_from(n).ok())
+            .and_then(|n| LABELS.get(n))
+            .copied()
+            .unwrap_or("other"),
+    }
+}
+
+/// Counts one record poll.
+pub(crate) fn watch_poll() {
+    counter!(WATCH_POLLS).increment(1);
+}
+
+/// Counts an open WatchRecord stream for as long as it lives.
+#[derive(Debug)]
+pub(crate) struct StreamGauge(());
+
+impl StreamGauge {
+    pub(crate) fn open() -> Self {
+        gauge!(WATCH_STREAMS).increment(1.0);
+        Self(())
+    }
+}
+
+impl Drop for StreamGauge {
+    fn drop(&mut self) {
+        gauge!(WATCH_STREAMS).decrement(1.0);
+    }
+}
+
+/// Counts a running record poller for as long as it lives.
+#[derive(Debug)]
+pub(crate) struct PollerGauge(());
+
+impl PollerGauge {
+    pub(crate) fn start() -> Self {
+        gauge!(WATCH_POLLERS).increment(1.0);
+        Self(())
+    }
+}
+
+impl Drop for PollerGauge {
+    fn drop(&mut self) {
+        gauge!(WATCH_POLLERS).decrement(1.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::upstream_status_label;
+
+    #[test]
+    fn upstream_status_labels_are_the_status_strings() {
+        assert_eq!(upstream_status_label(Some(0)), "0");
+        assert_eq!(upstream_status_label(Some(-1)), "-1");
+        assert_eq!(upstream_status_label(Some(-27)), "-27");
+        assert_eq!(upstream_status_label(Some(-29)), "-29");
+        assert_eq!(upstream_status_label(Some(-30)), "other");
+        assert_eq!(upstream_status_label(Some(5)), "other");
+        assert_eq!(upstream_status_label(Some(i32::MIN)), "other");
+        assert_eq!(upstream_status_label(None), "none");
+    }
+}

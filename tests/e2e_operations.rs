@@ -1,0 +1,867 @@
+//! End to end, as a platform team runs it: the real binary's mode switch, configuration exits,
+//! listener errors, what the kubelet sees (health, drain on SIGTERM), `/metrics`, the access
+//! log (request id, JSON format) and that no phone number, code or secret reaches any log line.
+
+mod common;
+
+use std::{
+    collections::HashMap,
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use itnio_otp_grpc::proto::v1::{self as pb, app_service_client::AppServiceClient};
+use tokio_stream::StreamExt;
+use tonic::{Code, Request, transport::Channel};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+const SERVICES: [&str; 6] = [
+    "",
+    "itnio.otp.v1.AppService",
+    "itnio.otp.v1.TemplateService",
+    "itnio.otp.v1.FlowService",
+    "itnio.otp.v1.VerificationService",
+    "itnio.otp.v1.RecordService",
+];
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The binary with a clean ITNIO environment; every stderr line is kept.
+struct Binary {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Binary {
+    fn start(envs: &[(&str, &str)]) -> Self {
+        Self::spawn(command(envs))
+    }
+
+    fn spawn(mut command: Command) -> Self {
+        let mut child = command
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start binary");
+        let stderr = child.stderr.take().expect("stderr");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().expect("lines").push(line);
+            }
+        });
+        Self { child, lines }
+    }
+
+    fn log(&self) -> Vec<String> {
+        self.lines.lock().expect("lines").clone()
+    }
+
+    /// Polls the log (deadline [`WAIT`]) for a line containing `needle`; returns that line.
+    async fn wait_for(&self, needle: &str) -> String {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Some(line) = self.log().into_iter().find(|l| l.contains(needle)) {
+                return line;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no log line containing {needle:?} in {:#?}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The `addr` field of the first line containing `needle` (text or JSON logs).
+    async fn addr(&self, needle: &str) -> SocketAddr {
+        let line = self.wait_for(needle).await;
+        let rest = line
+            .split("addr=")
+            .nth(1)
+            .or_else(|| line.split("\"addr\":\"").nth(1))
+            .unwrap_or_else(|| panic!("no addr in {line:?}"));
+        rest.split(|c: char| c.is_whitespace() || c == '"')
+            .next()
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+    }
+
+    async fn grpc(&self) -> Channel {
+        common::connect(self.addr("gRPC server listening").await).await
+    }
+
+    fn sigterm(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits (deadline [`WAIT`]) for the process to exit.
+    async fn exit(&mut self) -> std::process::ExitStatus {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "binary did not exit"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The binary with no ITNIO or listener settings inherited, on port 0 for gRPC and metrics.
+fn command(envs: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_itnio-otp-grpc"));
+    for name in [
+        "ITNIO_API_KEY",
+        "ITNIO_API_SECRET",
+        "ITNIO_API_SECRET_FILE",
+        "ITNIO_BASE_URL",
+        "ITNIO_MODE",
+        "LOG_FORMAT",
+    ] {
+        command.env_remove(name);
+    }
+    command
+        .env("GRPC_LISTEN_ADDR", "127.0.0.1:0")
+        .env("METRICS_LISTEN_ADDR", "127.0.0.1:0")
+        .env("SANDBOX_SPEED", "100")
+        .env("RUST_LOG", "info");
+    for (key, value) in envs {
+        command.env(key, value);
+    }
+    command
+}
+
+/// Runs the binary to completion; returns its exit code and stderr.
+fn run_to_exit(envs: &[(&str, &str)]) -> (Option<i32>, String) {
+    let output = command(envs).output().expect("run binary");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn live_mode_refuses_to_start_without_credentials() {
+    let (code, stderr) = run_to_exit(&[("ITNIO_MODE", "live")]);
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(
+        stderr.contains("ITNIO_MODE=live needs ITNIO_API_KEY"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("listening"), "{stderr}");
+}
+
+#[test]
+fn values_that_do_not_parse_exit_64_naming_the_environment_variable() {
+    for (name, value, reason) in [
+        (
+            "GRPC_LISTEN_ADDR",
+            "localhost:50051",
+            "invalid socket address",
+        ),
+        ("ITNIO_TIMEOUT", "ten", "is invalid"),
+        ("METRICS_LISTEN_ADDR", "9090", "invalid socket address"),
+        ("ITNIO_MODE", "production", "expected one of live, sandbox"),
+    ] {
+        let (code, stderr) = run_to_exit(&[(name, value)]);
+        assert_eq!(code, Some(64), "{name}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{name}: \"{value}\"")) && stderr.contains(reason),
+            "{name}: {stderr}"
+        );
+    }
+    // The sandbox subcommand's own variables; `--mode sandbox` is not the subcommand.
+    let output = command(&[("SANDBOX_LISTEN_ADDR", "nowhere")])
+        .arg("sandbox")
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("SANDBOX_LISTEN_ADDR: \"nowhere\""),
+        "{stderr}"
+    );
+    let output = command(&[("GRPC_LISTEN_ADDR", "nowhere")])
+        .args(["--mode", "sandbox"])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("GRPC_LISTEN_ADDR: \"nowhere\""), "{stderr}");
+    // From the command line, the flag is named, in both spellings.
+    let output = command(&[("ITNIO_TIMEOUT", "ten")])
+        .arg("--upstream-timeout=eleven")
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("'eleven' for '--upstream-timeout"),
+        "{stderr}"
+    );
+    let output = command(&[])
+        .args(["--upstream-timeout", "ten"])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("--upstream-timeout"), "{stderr}");
+    assert!(!stderr.contains("ITNIO_TIMEOUT"), "{stderr}");
+}
+
+#[test]
+fn help_and_version_exit_0() {
+    for flag in ["--help", "--version"] {
+        let output = command(&[]).arg(flag).output().expect("run");
+        assert_eq!(output.status.code(), Some(0), "{flag}");
+        assert!(!output.stdout.is_empty(), "{flag}");
+    }
+}
+
+#[test]
+fn listener_errors_name_the_listener_and_the_address() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let (code, stderr) = run_to_exit(&[("GRPC_LISTEN_ADDR", &addr)]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen for gRPC on {addr}")),
+        "{stderr}"
+    );
+    let (code, stderr) = run_to_exit(&[("METRICS_LISTEN_ADDR", &addr)]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen for metrics (admin HTTP) on {addr}")),
+        "{stderr}"
+    );
+}
+
+async fn health_of(channel: &Channel, service: &str) -> tonic::Response<i32> {
+    let reply = HealthClient::new(channel.clone())
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("health {service:?}: {e}"));
+    let (metadata, message, extensions) = reply.into_parts();
+    tonic::Response::from_parts(metadata, message.status, extensions)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_mode_ignores_credentials_and_says_so_in_health_and_metrics() {
+    let binary = Binary::start(&[
+        ("ITNIO_MODE", "sandbox"),
+        ("ITNIO_API_KEY", "real-looking-key"),
+        ("ITNIO_API_SECRET", "real-looking-secret"),
+    ]);
+    binary.wait_for("in-process SANDBOX").await;
+    let channel = binary.grpc().await;
+    for service in SERVICES {
+        let reply = health_of(&channel, service).await;
+        assert_eq!(
+            *reply.get_ref(),
+            ServingStatus::Serving as i32,
+            "{service:?}"
+        );
+        assert_eq!(
+            reply.metadata().get("x-itnio-mode").expect("mode metadata"),
+            "sandbox"
+        );
+    }
+    let metrics = scrape(binary.addr("metrics listening").await).await;
+    assert_eq!(
+        metrics.value("itnio_otp_grpc_build_info", &[("mode", "sandbox")]),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn health_turns_not_serving_as_soon_as_shutdown_starts() {
+    let app = common::spawn_app().await;
+    let mut health = HealthClient::new(app.channel.clone());
+    let mut watches = Vec::new();
+    for service in SERVICES {
+        let mut updates = health
+            .watch(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .expect("watch")
+            .into_inner();
+        let first = updates.next().await.expect("a status").expect("ok");
+        assert_eq!(first.status, ServingStatus::Serving as i32, "{service:?}");
+        watches.push(updates);
+    }
+    let shutdown = tokio::spawn(app.shutdown());
+    for (service, mut updates) in SERVICES.into_iter().zip(watches) {
+        let next = tokio::time::timeout(WAIT, updates.next())
+            .await
+            .expect("a status before the deadline")
+            .expect("a status")
+            .expect("ok");
+        assert_eq!(next.status, ServingStatus::NotServing as i32, "{service:?}");
+    }
+    shutdown.await.expect("server stops");
+}
+
+#[tokio::test]
+async fn request_ids_are_returned_and_generated_when_missing() {
+    let app = common::spawn_app().await;
+    let mut apps = app.apps();
+    let mut request = Request::new(pb::GetAppRequest {
+        app_id: "nope0000".into(),
+    });
+    request
+        .metadata_mut()
+        .insert("x-request-id", "caller-chosen-1".parse().expect("ascii"));
+    let status = apps.get_app(request).await.expect_err("unknown app");
+    assert_eq!(status.code(), Code::NotFound);
+    assert_eq!(
+        status.metadata().get("x-request-id").expect("request id"),
+        "caller-chosen-1"
+    );
+    let reply = HealthClient::new(app.channel.clone())
+        .check(HealthCheckRequest::default())
+        .await
+        .expect("health");
+    let generated = reply.metadata().get("x-request-id").expect("request id");
+    assert_eq!(generated.len(), 32, "{generated:?}");
+    assert_eq!(reply.metadata().get("x-itnio-mode").expect("mode"), "live");
+    app.shutdown().await;
+}
+
+/// Sends `count` verifications at once to distinct test numbers, with request ids
+/// `inflight-{i}`; returns each outcome.
+fn send_many(
+    channel: &Channel,
+    app_id: &str,
+    template_id: &str,
+    count: usize,
+) -> Vec<tokio::task::JoinHandle<Result<(), tonic::Status>>> {
+    (0..count)
+        .map(|i| {
+            let mut client =
+                pb::verification_service_client::VerificationServiceClient::new(channel.clone());
+            let mut request = Request::new(pb::SendVerificationRequest {
+                app_id: app_id.into(),
+                template_id: template_id.into(),
+                phone_number: format!("+99900{i:08}"),
+                ..Default::default()
+            });
+            let id = format!("inflight-{i}").parse().expect("ascii");
+            request.metadata_mut().insert("x-request-id", id);
+            tokio::spawn(async move { client.send_verification(request).await.map(drop) })
+        })
+        .collect()
+}
+
+// In sandbox mode the emulator must outlive the gRPC drain: calls the server has accepted when
+// SIGTERM arrives finish with OK instead of failing with UNAVAILABLE (35 of 64 did before).
+// Calls the client had not put on the wire before the server's GOAWAY never reach the server
+// (no access line): those are the client's to retry and are not counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_calls_finish_on_sigterm_in_sandbox_mode() {
+    const CALLS: usize = 64;
+    let mut binary = Binary::start(&[("ITNIO_MODE", "sandbox")]);
+    let channel = binary.grpc().await;
+    let (app_id, template_id) = app_and_template(&channel).await;
+    let calls = send_many(&channel, &app_id, &template_id, CALLS);
+    tokio::task::yield_now().await;
+    binary.sigterm();
+    let mut results = Vec::new();
+    for call in calls {
+        results.push(call.await.expect("call task"));
+    }
+    assert!(binary.exit().await.success());
+    let log = binary.log();
+    let accepted: Vec<usize> = (0..CALLS)
+        .filter(|i| {
+            let id = format!("\"inflight-{i}\"");
+            log.iter().any(|l| l.contains("rpc") && l.contains(&id))
+        })
+        .collect();
+    let failed: Vec<_> = accepted
+        .iter()
+        .filter_map(|&i| results[i].as_ref().err())
+        .collect();
+    eprintln!(
+        "in-flight calls failing on SIGTERM: {} of {} accepted ({CALLS} sent)",
+        failed.len(),
+        accepted.len()
+    );
+    assert!(
+        !accepted.is_empty(),
+        "no call reached the server before SIGTERM"
+    );
+    assert!(failed.is_empty(), "{} failed: {failed:?}", failed.len());
+}
+
+async fn app_and_template(channel: &Channel) -> (String, String) {
+    let app = AppServiceClient::new(channel.clone())
+        .create_app(pb::CreateAppRequest {
+            name: "ops-app".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("create app")
+        .into_inner()
+        .app
+        .expect("app");
+    let template = pb::template_service_client::TemplateServiceClient::new(channel.clone())
+        .create_template(pb::CreateTemplateRequest {
+            app_id: app.app_id.clone(),
+            name: "ops-tpl".into(),
+            text: "##code## is your code".into(),
+            code_length: Some(4),
+            ..Default::default()
+        })
+        .await
+        .expect("create template")
+        .into_inner()
+        .template
+        .expect("template");
+    (app.app_id, template.template_id)
+}
+
+/// One Prometheus text exposition, parsed: samples by name and label set, and declared types.
+struct Exposition {
+    samples: Vec<(String, HashMap<String, String>, f64)>,
+    types: HashMap<String, String>,
+    helps: Vec<String>,
+}
+
+impl Exposition {
+    /// Parses the text format strictly enough that a malformed line fails the test.
+    fn parse(text: &str) -> Self {
+        let mut samples = Vec::new();
+        let mut types = HashMap::new();
+        let mut helps = Vec::new();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').expect("TYPE name kind");
+                assert!(
+                    ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+                    "{line}"
+                );
+                types.insert(name.to_owned(), kind.to_owned());
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                helps.push(rest.split(' ').next().expect("HELP name").to_owned());
+                continue;
+            }
+            assert!(!line.starts_with('#'), "unexpected comment {line}");
+            let (series, value) = line.rsplit_once(' ').expect("sample value");
+            let value: f64 = value.parse().unwrap_or_else(|_| panic!("value in {line}"));
+            let (name, labels) = match series.split_once('{') {
+                Some((name, labels)) => (name, parse_labels(labels.strip_suffix('}').expect("}"))),
+                None => (series, HashMap::new()),
+            };
+            assert!(
+                !name.is_empty()
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+                "metric name in {line}"
+            );
+            samples.push((name.to_owned(), labels, value));
+        }
+        Self {
+            samples,
+            types,
+            helps,
+        }
+    }
+
+    /// The sum of the samples named `name` whose labels include `labels`.
+    fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let matching: Vec<f64> = self
+            .samples
+            .iter()
+            .filter(|(n, l, _)| {
+                n == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.get(*k).map(String::as_str) == Some(v))
+            })
+            .map(|(_, _, v)| *v)
+            .collect();
+        (!matching.is_empty()).then(|| matching.iter().sum())
+    }
+}
+
+fn parse_labels(text: &str) -> HashMap<String, String> {
+    let mut labels = HashMap::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let (key, after) = rest.split_once("=\"").expect("label=\"");
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let end = loop {
+            match chars.next().expect("closing quote") {
+                (i, '"') => break i,
+                (_, '\\') => value.push(chars.next().expect("escape").1),
+                (_, c) => value.push(c),
+            }
+        };
+        labels.insert(key.to_owned(), value);
+        rest = after[end + 1..].trim_start_matches(',');
+    }
+    labels
+}
+
+async fn scrape(addr: SocketAddr) -> Exposition {
+    let response = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .expect("GET /metrics");
+    assert!(response.status().is_success());
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "{content_type}"
+    );
+    Exposition::parse(&response.text().await.expect("body"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_as_prometheus_text_and_counters_move() {
+    let binary = Binary::start(&[]);
+    let channel = binary.grpc().await;
+    let metrics_addr = binary.addr("metrics listening").await;
+    let ok = [
+        ("service", "itnio.otp.v1.AppService"),
+        ("method", "CreateApp"),
+        ("code", "OK"),
+    ];
+    let before = scrape(metrics_addr).await;
+    let before_ok = before
+        .value("grpc_server_requests_total", &ok)
+        .unwrap_or(0.0);
+    let (app_id, template_id) = app_and_template(&channel).await;
+    let bad = AppServiceClient::new(channel.clone())
+        .create_app(pb::CreateAppRequest {
+            name: "ab".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("too short a name");
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    let mut watch = pb::record_service_client::RecordServiceClient::new(channel.clone());
+    let sent = pb::verification_service_client::VerificationServiceClient::new(channel.clone())
+        .send_verification(pb::SendVerificationRequest {
+            app_id,
+            template_id,
+            phone_number: common::TEST_NUMBER.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("send")
+        .into_inner();
+    let mut stream = watch
+        .watch_record(pb::WatchRecordRequest {
+            selector: Some(pb::watch_record_request::Selector::VerificationId(
+                sent.verification_id,
+            )),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    stream.message().await.expect("first").expect("message");
+
+    let after = scrape(metrics_addr).await;
+    let requests = |labels: &[(&str, &str)]| after.value("grpc_server_requests_total", labels);
+    assert_eq!(requests(&ok), Some(before_ok + 1.0));
+    assert_eq!(
+        requests(&[("method", "CreateApp"), ("code", "INVALID_ARGUMENT")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        after.value(
+            "itnio_upstream_requests_total",
+            &[("endpoint", "POST /app/add"), ("upstream_status", "0")]
+        ),
+        Some(1.0),
+        "the invalid request never reached the upstream"
+    );
+    assert_eq!(
+        after.value(
+            "grpc_server_request_duration_seconds_count",
+            &[("method", "SendVerification")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        after.types["grpc_server_request_duration_seconds"],
+        "histogram"
+    );
+    assert_eq!(
+        after.types["itnio_upstream_request_duration_seconds"],
+        "histogram"
+    );
+    assert!(
+        after.value(
+            "itnio_upstream_request_duration_seconds_bucket",
+            &[("le", "+Inf")]
+        ) >= Some(3.0)
+    );
+    assert_eq!(
+        after.value(
+            "grpc_server_requests_in_flight",
+            &[("method", "WatchRecord")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(after.value("itnio_watch_streams_open", &[]), Some(1.0));
+    assert_eq!(after.value("itnio_watch_pollers_active", &[]), Some(1.0));
+    assert!(after.value("itnio_watch_polls_total", &[]) >= Some(1.0));
+    assert_eq!(
+        after.value("itnio_otp_grpc_build_info", &[("mode", "sandbox")]),
+        Some(1.0)
+    );
+    for name in after.types.keys() {
+        assert!(after.helps.contains(name), "{name} has no HELP line");
+    }
+    drop(stream);
+    // The stream's and the poller's gauges fall back when the client goes away.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let now = scrape(metrics_addr).await;
+        let open = |name| now.value(name, &[]);
+        if open("itnio_watch_streams_open") == Some(0.0)
+            && open("itnio_watch_pollers_active") == Some(0.0)
+            && now.value(
+                "grpc_server_requests_in_flight",
+                &[("method", "WatchRecord")],
+            ) == Some(0.0)
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "gauges stay up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_log_of_a_run_holds_no_number_code_secret_or_userinfo() {
+    // Live mode against the sandbox subcommand, with a secret file and a base URL carrying
+    // userinfo; JSON logs at debug level from both processes; sends and checks to a test number.
+    const KEY: &str = "log-test-key-7f3a";
+    const SECRET: &str = "log-test-secret-9c1e";
+    const USERINFO: &str = "proxyuser:pr0xy-pa55";
+    let debug_json = [("RUST_LOG", "debug"), ("LOG_FORMAT", "json")];
+    let mut emulator = command(&debug_json);
+    emulator
+        .args(["sandbox", "--listen", "127.0.0.1:0"])
+        .env("SANDBOX_API_KEY", KEY)
+        .env("SANDBOX_API_SECRET", SECRET);
+    let mut emulator = Binary::spawn(emulator);
+    let sandbox_addr = emulator.addr("ITNIO sandbox listening").await;
+    let secret_file = std::env::temp_dir().join(format!("itnio-log-test-{}", std::process::id()));
+    std::fs::write(&secret_file, format!("{SECRET}\n")).expect("secret file");
+    let base_url = format!("http://{USERINFO}@{sandbox_addr}");
+    let mut facade = Binary::start(&[
+        debug_json[0],
+        debug_json[1],
+        ("ITNIO_MODE", "live"),
+        ("ITNIO_API_KEY", KEY),
+        (
+            "ITNIO_API_SECRET_FILE",
+            secret_file.to_str().expect("utf-8"),
+        ),
+        ("ITNIO_BASE_URL", &base_url),
+    ]);
+    let channel = facade.grpc().await;
+    std::fs::remove_file(&secret_file).ok();
+
+    let app_id = AppServiceClient::new(channel.clone())
+        .create_app(pb::CreateAppRequest {
+            name: "privacy-app".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("create app")
+        .into_inner()
+        .app
+        .expect("app")
+        .app_id;
+    let template_id = pb::template_service_client::TemplateServiceClient::new(channel.clone())
+        .create_template(pb::CreateTemplateRequest {
+            app_id: app_id.clone(),
+            name: "privacy-tpl".into(),
+            text: "##code## is your code".into(),
+            code_length: Some(6),
+            code_type: pb::CodeType::Alpha as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("create template")
+        .into_inner()
+        .template
+        .expect("template")
+        .template_id;
+    let mut verifications =
+        pb::verification_service_client::VerificationServiceClient::new(channel.clone());
+    let sent = verifications
+        .send_verification(pb::SendVerificationRequest {
+            app_id: app_id.clone(),
+            template_id: template_id.clone(),
+            phone_number: common::TEST_NUMBER.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("send")
+        .into_inner();
+    for code in ["ZYXWVU", "ABCDEF"] {
+        verifications
+            .check_verification(pb::CheckVerificationRequest {
+                verification_id: sent.verification_id.clone(),
+                code: code.into(),
+            })
+            .await
+            .expect("check");
+    }
+    let mut bad_number = Request::new(pb::SendVerificationRequest {
+        app_id,
+        template_id,
+        phone_number: "+999 00 1234 56789012345".into(),
+        ..Default::default()
+    });
+    bad_number
+        .metadata_mut()
+        .insert("x-request-id", "privacy-run-1".parse().expect("ascii"));
+    let refused = verifications.send_verification(bad_number).await;
+    assert_eq!(
+        refused.expect_err("too long a number").code(),
+        Code::InvalidArgument
+    );
+    facade.wait_for("privacy-run-1").await;
+    facade.sigterm();
+    assert!(facade.exit().await.success());
+    emulator.sigterm();
+    assert!(emulator.exit().await.success());
+
+    let mut lines = facade.log();
+    let facade_lines = lines.len();
+    lines.extend(emulator.log());
+    let forbidden = [
+        "9990012345678",
+        "0012345678",
+        "1234 5678",
+        "ABCDEF",
+        "ZYXWVU",
+        SECRET,
+        KEY,
+        USERINFO,
+        "pr0xy-pa55",
+    ];
+    for line in &lines {
+        for needle in forbidden {
+            assert!(!line.contains(needle), "{needle:?} logged: {line}");
+        }
+        let parsed: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            parsed["level"].is_string() && parsed["timestamp"].is_string(),
+            "{line}"
+        );
+    }
+    let access: Vec<serde_json::Value> = lines[..facade_lines]
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|l: &serde_json::Value| l["message"] == "rpc")
+        .collect();
+    let send = access
+        .iter()
+        .find(|l| l["method"] == "SendVerification" && l["code"] == "OK")
+        .expect("an access line for the send");
+    assert_eq!(send["service"], "itnio.otp.v1.VerificationService");
+    assert_eq!(send["level"], "INFO");
+    assert_eq!(send["upstream_status"], 0);
+    assert!(
+        send["duration_ms"].as_f64().is_some_and(|ms| ms >= 0.0),
+        "{send}"
+    );
+    assert_eq!(
+        send["request_id"].as_str().map(str::len),
+        Some(32),
+        "{send}"
+    );
+    let refused = access
+        .iter()
+        .find(|l| l["request_id"] == "privacy-run-1")
+        .expect("an access line for the refused send");
+    assert_eq!(refused["code"], "INVALID_ARGUMENT");
+    assert!(refused.get("upstream_status").is_none(), "{refused}");
+    assert!(
+        lines[..facade_lines]
+            .iter()
+            .any(|l| l.contains("calling the ITNIO API") && l.contains(&sandbox_addr.to_string())),
+        "the redacted base URL is logged"
+    );
+}
+
+#[tokio::test]
+async fn reflection_serves_the_google_rpc_error_detail_files() {
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let app = common::spawn_app().await;
+    let mut client = ServerReflectionClient::new(app.channel.clone());
+    for (symbol, file) in [
+        ("google.rpc.ErrorInfo", "google/rpc/error_details.proto"),
+        ("google.rpc.QuotaFailure", "google/rpc/error_details.proto"),
+        ("google.rpc.Status", "google/rpc/status.proto"),
+        ("google.protobuf.Duration", "google/protobuf/duration.proto"),
+    ] {
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::FileContainingSymbol(symbol.into())),
+        };
+        let reply = client
+            .server_reflection_info(tokio_stream::once(request))
+            .await
+            .expect("reflection")
+            .into_inner()
+            .message()
+            .await
+            .expect("reply")
+            .expect("a message");
+        let Some(MessageResponse::FileDescriptorResponse(files)) = reply.message_response else {
+            panic!("{symbol}: expected a file descriptor, got {reply:?}");
+        };
+        let names: Vec<String> = files
+            .file_descriptor_proto
+            .iter()
+            .map(|bytes| {
+                <prost_types::FileDescriptorProto as prost::Message>::decode(bytes.as_slice())
+                    .expect("descriptor")
+                    .name()
+                    .to_owned()
+            })
+            .collect();
+        assert!(names.iter().any(|n| n == file), "{symbol}: {names:?}");
+    }
+    app.shutdown().await;
+}
