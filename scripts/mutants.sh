@@ -7,10 +7,10 @@
 #   scripts/mutants.sh --all            every mutant in the crate (hours on 2 cores; not part of
 #                                       ./scripts/test.sh)
 #
-# Every other argument goes to `cargo mutants` unchanged, e.g. one file and only the tests that
-# can catch its mutants (the mapping is in .cargo/mutants.toml):
+# Every other argument goes to `cargo mutants` unchanged, e.g. one file, building and running
+# only the tests that can catch its mutants (the mapping is in .cargo/mutants.toml):
 #
-#   scripts/mutants.sh --all -f src/error.rs -- --lib --test e2e_errors
+#   scripts/mutants.sh --all -f src/error.rs --cargo-arg=--lib --cargo-arg=--test=e2e_errors
 #
 # Settings (excluded files, timeouts) live in .cargo/mutants.toml so every run is alike. Results
 # go to mutants.out/ (missed.txt, timeout.txt, caught.txt, unviable.txt). The in-diff run is what

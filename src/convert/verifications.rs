@@ -303,6 +303,27 @@ mod tests {
     }
 
     #[test]
+    fn check_replies_fall_back_to_the_requested_id() {
+        let reply = |verification_id: Option<&str>| wire::CheckResult {
+            verification_id: verification_id.map(str::to_owned),
+            to: Some("91856321412".into()),
+            channel: Some("call".into()),
+            matched: Some(4),
+        };
+        assert_eq!(
+            check_from_wire(reply(Some("22206051443051000004")), "22206051443051000003"),
+            pb::CheckVerificationResponse {
+                verification_id: "22206051443051000004".into(),
+                phone_number: "91856321412".into(),
+                channel: pb::Channel::Call as i32,
+                match_state: MatchState::AlreadyUsed as i32,
+            }
+        );
+        let fallback = check_from_wire(reply(None), "22206051443051000003");
+        assert_eq!(fallback.verification_id, "22206051443051000003");
+    }
+
+    #[test]
     fn every_wire_match_state_has_its_own_meaning() {
         let table = [
             (Some(-1), MatchState::NotVerified),

@@ -141,5 +141,12 @@ mod tests {
 
         let err = serde_json::from_str::<Vec<u8>>("[1, 2, x]").expect_err("syntax");
         assert!(sanitize_json_error(&err).starts_with("malformed JSON"));
+
+        // Decoding an already parsed `data` value has no position to report.
+        let err = serde_json::from_value::<i32>(serde_json::json!("x")).expect_err("no i32");
+        assert_eq!(
+            sanitize_json_error(&err),
+            "unexpected JSON shape: expected i32"
+        );
     }
 }

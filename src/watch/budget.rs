@@ -66,9 +66,15 @@ mod tests {
     async fn the_cap_paces_polls() {
         let budget = PollBudget::new(100);
         let started = tokio::time::Instant::now();
-        for _ in 0..60 {
-            budget.acquire().await;
-        }
+        // Paused time: a budget that never refills fails here at once instead of hanging.
+        let sixty = async {
+            for _ in 0..60 {
+                budget.acquire().await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), sixty)
+            .await
+            .expect("60 polls within 10 s");
         // 10 tokens of burst, then 50 more at 100/s: about half a second.
         let elapsed = started.elapsed();
         assert!(elapsed >= Duration::from_millis(450), "{elapsed:?}");
@@ -84,7 +90,9 @@ mod tests {
         for count in &counts {
             let (budget, count) = (budget.clone(), Arc::clone(count));
             tokio::spawn(async move {
-                loop {
+                // Bounded: a budget that lets everything through ends the loop (and fails the
+                // counts below) instead of spinning forever.
+                for _ in 0..1000 {
                     budget.acquire().await;
                     count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
