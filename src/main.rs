@@ -36,8 +36,14 @@ async fn main() -> ExitCode {
 async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
     match command {
         Command::Serve(config) => {
-            let listener = TcpListener::bind(config.listen).await?;
-            server::run(config, listener, shutdown_signal()).await?;
+            let listeners = server::Listeners {
+                grpc: TcpListener::bind(config.listen).await?,
+                health: match config.security.health_listen {
+                    Some(addr) => Some(TcpListener::bind(addr).await?),
+                    None => None,
+                },
+            };
+            server::run_on(*config, listeners, shutdown_signal()).await?;
         }
         Command::Sandbox { listen, config } => {
             let listener = TcpListener::bind(listen).await?;

@@ -2,18 +2,25 @@
 //!
 //! [`run`] takes an already-bound listener and a shutdown future (tests bind port 0 and never
 //! sleep). Without ITNIO credentials it first starts the sandbox on a loopback port and points
-//! the real HTTP client at it.
+//! the real HTTP client at it. This is where the cross-cutting pieces are assembled: the
+//! accounts, the auth layer in front of every service, TLS on the listener, and the optional
+//! plaintext health port ([`run_on`]).
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, pin::Pin, time::Duration};
 
 use rand::distr::{Alphanumeric, SampleString};
-use tokio::{net::TcpListener, sync::watch};
+use tokio::{
+    net::TcpListener,
+    sync::{oneshot, watch},
+};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{server::NamedService, transport::Server};
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tracing::{info, warn};
 
 use crate::{
+    accounts::Accounts,
+    auth::{self, AuthLayer},
     config::{ServeConfig, UpstreamTarget},
     proto::{
         self,
@@ -29,6 +36,7 @@ use crate::{
         apps::AppApi, flows::FlowApi, records::RecordApi, templates::TemplateApi,
         verifications::VerificationApi,
     },
+    tls,
     upstream::{UpstreamClient, UpstreamConfig},
     watch::{WatchHub, stopped},
 };
@@ -53,10 +61,31 @@ pub enum ServerError {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// The sockets the server answers on, bound before it starts.
+pub struct Listeners {
+    /// The gRPC port: every service (TLS when configured).
+    pub grpc: TcpListener,
+    /// A plaintext port serving only `grpc.health.v1` (`HEALTH_LISTEN_ADDR`), for probes.
+    pub health: Option<TcpListener>,
+}
+
 /// Serves gRPC on `listener` until `shutdown` resolves, then drains for at most the grace period.
 pub async fn run(
     config: ServeConfig,
     listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let listeners = Listeners {
+        grpc: listener,
+        health: None,
+    };
+    run_on(config, listeners, shutdown).await
+}
+
+/// Like [`run`], on every listener of `listeners`.
+pub async fn run_on(
+    config: ServeConfig,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let (stop_tx, mut stop_rx) = watch::channel(false);
@@ -65,7 +94,20 @@ pub async fn run(
         stop_tx.send_replace(true);
     });
 
-    let upstream = connect_upstream(&config, stop_rx.clone()).await?;
+    let security = &config.security;
+    let accounts = Accounts::new(connect_upstream(&config, stop_rx.clone()).await?);
+    let access = auth::start(
+        security.callers.as_ref(),
+        &accounts,
+        security.file_poll_interval,
+        stop_rx.clone(),
+    )
+    .map_err(|e| ServerError::Upstream(e.to_string()))?;
+    if security.callers.is_none() && config.upstream.is_live() {
+        warn!(
+            "no CALLERS_FILE (--allow-unauthenticated): anyone who reaches the port can call every method on the ITNIO account"
+        );
+    }
     let (health, health_service) = tonic_health::server::health_reporter();
     set_all(&health, ServingStatus::Serving).await;
     let reflection_v1 = reflection_builder().build_v1()?;
@@ -74,32 +116,54 @@ pub async fn run(
     let router = Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .add_service(health_service)
+        .layer(AuthLayer::new(access))
+        .add_service(health_service.clone())
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(AppServiceServer::new(AppApi::new(upstream.clone())))
+        .add_service(AppServiceServer::new(AppApi::new(accounts.clone())))
         .add_service(TemplateServiceServer::new(TemplateApi::new(
-            upstream.clone(),
+            accounts.clone(),
         )))
-        .add_service(FlowServiceServer::new(FlowApi::new(upstream.clone())))
+        .add_service(FlowServiceServer::new(FlowApi::new(accounts.clone())))
         .add_service(VerificationServiceServer::new(VerificationApi::new(
-            upstream.clone(),
+            accounts.clone(),
         )))
         .add_service(RecordServiceServer::new(RecordApi::new(
-            upstream.clone(),
-            WatchHub::new(upstream, config.watch.clone(), stop_rx.clone()),
+            accounts,
+            WatchHub::new(config.watch.clone(), stop_rx.clone()),
         )));
 
+    let health_port = listeners
+        .health
+        .map(|listener| serve_health(listener, health_service))
+        .transpose()?;
+    let listener = listeners.grpc;
     let addr = listener.local_addr().map_err(ServerError::Listener)?;
-    info!(%addr, "gRPC server listening");
     let mut drain_rx = stop_rx.clone();
-    let drain_started = async move { stopped(&mut drain_rx).await };
-    let server =
-        router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-            drain_started.await;
-            set_all(&health, ServingStatus::NotServing).await;
-            info!("shutting down: draining in-flight calls");
-        });
+    let drain_started = async move {
+        stopped(&mut drain_rx).await;
+        set_all(&health, ServingStatus::NotServing).await;
+        info!("shutting down: draining in-flight calls");
+    };
+    let server: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
+        match &security.tls {
+            None => {
+                info!(%addr, tls = "off", "gRPC server listening");
+                let incoming = TcpListenerStream::new(listener);
+                Box::pin(router.serve_with_incoming_shutdown(incoming, drain_started))
+            }
+            Some(loaded) => {
+                let mode = if loaded.source.client_ca.is_some() {
+                    "mutual"
+                } else {
+                    "on"
+                };
+                info!(%addr, tls = mode, "gRPC server listening");
+                let config = tls::start(loaded, security.file_poll_interval, stop_rx.clone());
+                let incoming = tls::incoming(listener, config);
+                Box::pin(router.serve_with_incoming_shutdown(incoming, drain_started))
+            }
+        };
     let grace = config.shutdown_grace;
     tokio::select! {
         result = server => result?,
@@ -107,8 +171,46 @@ pub async fn run(
             warn!(grace_ms = grace.as_millis() as u64, "drain deadline passed; closing remaining calls");
         }
     }
+    if let Some((stop_health, health_server)) = health_port {
+        let _ = stop_health.send(());
+        let _ = health_server.await;
+    }
     info!("gRPC server stopped");
     Ok(())
+}
+
+/// Serves only `grpc.health.v1`, in plaintext, until the returned sender fires: it outlives the
+/// drain so probes see NOT_SERVING rather than a refused connection.
+fn serve_health<S>(
+    listener: TcpListener,
+    health_service: S,
+) -> Result<(oneshot::Sender<()>, tokio::task::JoinHandle<()>), ServerError>
+where
+    S: tower_service::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let addr = listener.local_addr().map_err(ServerError::Listener)?;
+    info!(%addr, "gRPC health listening (plaintext, grpc.health.v1 only)");
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let server = Server::builder()
+        .add_service(health_service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            let _ = stop_rx.await;
+        });
+    let task = tokio::spawn(async move {
+        if let Err(error) = server.await {
+            warn!(%error, "the health port stopped");
+        }
+    });
+    Ok((stop_tx, task))
 }
 
 /// Builds the one upstream client of the process, starting the sandbox first when needed.

@@ -5,15 +5,21 @@ use std::sync::Arc;
 use tokio::{sync::watch, time::Instant};
 use tracing::debug;
 
-use super::{PollState, WatchHub, WatchKey, changes, stopped};
+use super::{PollState, PollerKey, WatchHub, WatchKey, changes, stopped};
 use crate::{
     convert::records::from_wire,
     proto::v1::Record,
-    upstream::{OrderRecordRequest, UpstreamError, UpstreamStatus},
+    upstream::{OrderRecordRequest, UpstreamClient, UpstreamError, UpstreamStatus},
 };
 
-/// Polls `key` until its record is final, polling fails for good, or no stream is left.
-pub(super) async fn run(hub: WatchHub, key: WatchKey, sender: watch::Sender<PollState>) {
+/// Polls `key` through `upstream` (its account's client) until its record is final, polling
+/// fails for good, or no stream is left.
+pub(super) async fn run(
+    hub: WatchHub,
+    upstream: UpstreamClient,
+    key: PollerKey,
+    sender: watch::Sender<PollState>,
+) {
     let shared = &hub.shared;
     let mut stop = shared.stop.clone();
     let started = Instant::now();
@@ -27,7 +33,7 @@ pub(super) async fn run(hub: WatchHub, key: WatchKey, sender: watch::Sender<Poll
             () = sender.closed() => if hub.retire(&key, &sender) { return } else { continue },
             () = stopped(&mut stop) => break,
         }
-        let wait = match poll(&hub, &key).await {
+        let wait = match poll(&upstream, &key.1).await {
             Ok(record) => {
                 errors = 0;
                 let changed = current.as_deref() != Some(&record);
@@ -67,8 +73,7 @@ pub(super) async fn run(hub: WatchHub, key: WatchKey, sender: watch::Sender<Poll
     hub.retire(&key, &sender);
 }
 
-async fn poll(hub: &WatchHub, key: &WatchKey) -> Result<Record, UpstreamError> {
-    let upstream = &hub.shared.upstream;
+async fn poll(upstream: &UpstreamClient, key: &WatchKey) -> Result<Record, UpstreamError> {
     let record = match key {
         WatchKey::Verification(id) => upstream.get_record(id, None).await?,
         WatchKey::Order { app_id, order_id } => {
