@@ -438,3 +438,147 @@ async fn each_caller_is_routed_to_its_account() {
     assert!(!a_app.is_empty());
     app.shutdown().await;
 }
+
+/// The real binary in sandbox mode with `envs`, and its stderr lines as they come.
+struct Binary {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Binary {
+    fn command(envs: &[(&str, &str)]) -> std::process::Command {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_itnio-otp-grpc"));
+        for name in [
+            "ITNIO_API_KEY",
+            "ITNIO_API_SECRET",
+            "ITNIO_API_SECRET_FILE",
+            "ITNIO_BASE_URL",
+            "CALLERS_FILE",
+            "ALLOW_UNAUTHENTICATED",
+        ] {
+            command.env_remove(name);
+        }
+        command
+            .env("GRPC_LISTEN_ADDR", "127.0.0.1:0")
+            .env("RUST_LOG", "info")
+            .envs(envs.iter().copied());
+        command
+    }
+
+    fn start(envs: &[(&str, &str)]) -> Self {
+        use std::io::BufRead;
+        let mut child = Self::command(envs)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start binary");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// The first line containing `needle`, within 30 s.
+    fn wait_for(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(error) => panic!("no log line with {needle:?}: {error}"),
+            }
+        }
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_callers_file_of_the_running_binary() {
+    let dir = TempDir::new("sighup");
+    let path = dir.write("callers.toml", &caller("ops", "old-token", &["*"], ""));
+    let binary = Binary::start(&[
+        ("CALLERS_FILE", path.to_str().expect("utf-8")),
+        ("FILE_POLL_INTERVAL", "1h"),
+    ]);
+    let line = binary.wait_for("gRPC server listening");
+    let addr = line
+        .split("addr=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("addr")
+        .parse()
+        .expect("socket addr");
+    let mut flows = itnio_otp_grpc::proto::v1::flow_service_client::FlowServiceClient::new(
+        common::connect(addr).await,
+    );
+    let list = |token: &str| with_token(pb::ListFlowsRequest {}, token);
+    flows
+        .list_flows(list("old-token"))
+        .await
+        .expect("old token");
+
+    dir.write("callers.toml", &caller("ops", "new-token", &["*"], ""));
+    // With an hour between polls, only the signal can make the change visible.
+    let status = std::process::Command::new("sh")
+        .args(["-c", &format!("kill -HUP {}", binary.child.id())])
+        .status()
+        .expect("kill -HUP");
+    assert!(status.success());
+    binary.wait_for("reloaded");
+    flows
+        .list_flows(list("new-token"))
+        .await
+        .expect("new token");
+    let old = flows
+        .list_flows(list("old-token"))
+        .await
+        .expect_err("revoked");
+    assert_eq!(old.code(), Code::Unauthenticated);
+}
+
+#[test]
+fn a_broken_callers_file_or_live_credentials_without_one_exit_64() {
+    let dir = TempDir::new("exit64");
+    let path = dir.write(
+        "callers.toml",
+        &caller("ops", "some-token", &["*"], "account = \"nowhere\""),
+    );
+    let output = Binary::command(&[("CALLERS_FILE", path.to_str().expect("utf-8"))])
+        .output()
+        .expect("run binary");
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("callers[0] \"ops\""), "{stderr}");
+    assert!(stderr.contains("\"nowhere\""), "{stderr}");
+    assert!(!stderr.contains(&sha256_hex("some-token")), "{stderr}");
+
+    let live = [
+        ("ITNIO_API_KEY", "k"),
+        ("ITNIO_API_SECRET", "s"),
+        ("ITNIO_BASE_URL", "http://127.0.0.1:9"),
+    ];
+    let output = Binary::command(&live).output().expect("run binary");
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--allow-unauthenticated"), "{stderr}");
+
+    let mut allowed = live.to_vec();
+    allowed.push(("ALLOW_UNAUTHENTICATED", "true"));
+    let binary = Binary::start(&allowed);
+    let warning = binary.wait_for("CALLERS_FILE");
+    assert!(warning.contains("WARN"), "{warning}");
+    binary.wait_for("gRPC server listening");
+}

@@ -21,7 +21,10 @@ use tower_service::Service;
 use tracing::Instrument;
 use x509_cert::{Certificate, der::Decode};
 
-use super::{Access, policy::Credentials};
+use super::{
+    Access,
+    policy::{Credentials, normalize_subject},
+};
 use crate::caller::Caller;
 
 /// Services anyone may call: probes and tooling need them, and they reveal nothing private.
@@ -124,5 +127,5 @@ fn client_subject(request: &Request) -> Option<String> {
         .get::<TlsConnectInfo<TcpConnectInfo>>()?
         .peer_certs()?;
     let leaf = Certificate::from_der(certs.first()?).ok()?;
-    Some(leaf.tbs_certificate.subject.to_string())
+    normalize_subject(&leaf.tbs_certificate.subject.to_string()).ok()
 }

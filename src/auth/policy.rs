@@ -127,25 +127,41 @@ fn bearer_token(authorization: &str) -> Result<&str, AuthError> {
     Ok(token)
 }
 
-/// A subject as the service compares it: RFC 4514 attributes joined by `,` with no spaces
-/// around them, attribute names upper-case (`cn=x, o=Acme` → `CN=x,O=Acme`).
+/// A subject as the service compares it: its RFC 4514 attributes with upper-case names, in a
+/// fixed order, joined by `,` (`cn=x, O=Acme` and `O=Acme,CN=x` both → `CN=x,O=Acme`). Order
+/// does not matter because tools print subjects in both orders (openssl forward, RFC 4514 reversed).
 pub fn normalize_subject(subject: &str) -> Result<String, String> {
     let mut parts = Vec::new();
-    for part in subject.split(',') {
+    for part in split_unescaped(subject) {
         let (name, value) = part
-            .trim()
             .split_once('=')
-            .filter(|(name, value)| !name.trim().is_empty() && !value.trim().is_empty())
+            .map(|(name, value)| (name.trim(), value.trim()))
+            .filter(|(name, value)| !name.is_empty() && !value.is_empty())
             .ok_or_else(|| {
                 "client_subject must be RFC 4514 attributes, e.g. \"CN=checkout,O=Acme\"".to_owned()
             })?;
-        parts.push(format!(
-            "{}={}",
-            name.trim().to_ascii_uppercase(),
-            value.trim()
-        ));
+        parts.push(format!("{}={value}", name.to_ascii_uppercase()));
     }
+    parts.sort();
     Ok(parts.join(","))
+}
+
+/// Splits at commas that are not escaped with a backslash (RFC 4514 `\,`).
+fn split_unescaped(text: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut start, mut escaped) = (0, false);
+    for (i, c) in text.char_indices() {
+        match c {
+            '\\' if !escaped => escaped = true,
+            ',' if !escaped => {
+                parts.push(&text[start..i]);
+                start = i + 1;
+            }
+            _ => escaped = false,
+        }
+    }
+    parts.push(&text[start..]);
+    parts
 }
 
 /// Every `package.Service/Method` of our protos, from the descriptor set served by reflection.
