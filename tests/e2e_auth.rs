@@ -284,7 +284,7 @@ async fn health_and_reflection_stay_open() {
     app.shutdown().await;
 }
 
-/// Calls GetApp-free `ListFlows` with `token` until `done` holds for the result, or panics at
+/// Calls `ListFlows` with `token` until `done` holds for the result, or panics at
 /// the deadline. Returns how long it took.
 async fn until(
     app: &common::TestApp,

@@ -6,7 +6,8 @@
 # Installs its own tools (./.venv from requirements.txt, ./node_modules from package-lock.json),
 # lints the protos and checks for breaking changes, builds the server, starts ONE server in
 # sandbox mode on a free port, then runs the Python and Node journeys, the grpcurl checks and
-# the three examples against it. Each check prints `ok - ...`; the last line is the summary.
+# the three examples against it; secure.sh starts two more (TLS + callers file, mTLS) for the
+# token, TLS and mTLS checks from grpcurl, Python and Node. Each check prints `ok - ...`; the last line is the summary.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 repo="$PWD"
@@ -68,6 +69,7 @@ export ITNIO_OTP_GRPC_ADDR="$addr"
 step python .venv/bin/python tests/interop/journey.py "$addr"
 step node node tests/interop/journey.js "$addr"
 step grpcurl tests/interop/grpcurl.sh "$addr"
+step secure tests/interop/secure.sh
 
 # example NAME CMD...: runs an example and checks that it printed a matched code.
 example() {
