@@ -208,4 +208,57 @@ mod tests {
         assert_ne!(one, two);
         assert_ne!(missing, Fingerprint::default());
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_changed_good_files_are_applied() {
+        use std::sync::Mutex;
+        let interval = Duration::from_millis(100);
+        // The "files": a fingerprint seed and what loading them gives.
+        let files = Arc::new(Mutex::new((1_u8, Ok::<u32, String>(1))));
+        let applied = Arc::new(Mutex::new(Vec::new()));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(watch_files(
+            "test files",
+            interval,
+            stop_rx,
+            Fingerprint([1; 32]),
+            {
+                let files = Arc::clone(&files);
+                move || {
+                    let (seed, result) = files.lock().expect("lock").clone();
+                    Attempt {
+                        fingerprint: Fingerprint([seed; 32]),
+                        result,
+                    }
+                }
+            },
+            {
+                let applied = Arc::clone(&applied);
+                move |value| {
+                    applied.lock().expect("lock").push(value);
+                    Ok::<(), String>(())
+                }
+            },
+        ));
+        let set = |seed, result| *files.lock().expect("lock") = (seed, result);
+        let applied_now = || applied.lock().expect("lock").clone();
+        // Ticks fall on multiples of 100 ms; the test looks in between.
+        tokio::time::sleep(interval * 3 + interval / 2).await;
+        assert_eq!(
+            applied_now(),
+            Vec::<u32>::new(),
+            "unchanged files are not re-applied"
+        );
+        set(2, Ok(2));
+        tokio::time::sleep(interval).await;
+        assert_eq!(applied_now(), [2]);
+        set(3, Err("broken".into()));
+        tokio::time::sleep(interval * 3).await;
+        assert_eq!(applied_now(), [2], "a broken file changes nothing");
+        set(4, Ok(4));
+        tokio::time::sleep(interval).await;
+        assert_eq!(applied_now(), [2, 4]);
+        stop_tx.send_replace(true);
+        task.await.expect("the watch ends on stop");
+    }
 }
