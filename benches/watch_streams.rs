@@ -44,6 +44,7 @@ impl Facade {
             .env("ITNIO_API_KEY", "bench-key")
             .env("ITNIO_API_SECRET", "bench-secret")
             .env("ITNIO_BASE_URL", sandbox_url)
+            .env("ALLOW_UNAUTHENTICATED", "true")
             .env("RUST_LOG", "warn,itnio_otp_grpc::server=info")
             .stderr(Stdio::piped())
             .spawn()

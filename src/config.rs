@@ -5,14 +5,23 @@
 //! with a clear message instead of a half-started server. Secrets only ever live in [`Secret`],
 //! whose `Debug` prints a placeholder.
 
-use std::{error::Error as _, ffi::OsString, fmt, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    error::Error as _, ffi::OsString, fmt, net::SocketAddr, path::PathBuf, sync::Arc,
+    time::Duration,
+};
 
 use clap::{
     Args, CommandFactory, Parser, Subcommand, ValueEnum,
     error::{ContextKind, ContextValue, ErrorKind},
 };
+use tokio_rustls::rustls::ServerConfig;
 
-use crate::watch::WatchConfig;
+use crate::{
+    auth::{CallersFile, CallersFileError},
+    reload::Loaded,
+    tls::{TlsError, TlsFiles},
+    watch::WatchConfig,
+};
 
 /// The ITNIO production base URL.
 pub const DEFAULT_BASE_URL: &str = "https://api.itniotech.com/otp";
@@ -61,7 +70,7 @@ impl Mode {
 #[derive(Debug, Subcommand)]
 enum CliCommand {
     /// Serve the gRPC API (the default). Without ITNIO credentials it runs against the built-in sandbox.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run only the ITNIO API emulator over HTTP, for other teams' tests.
     Sandbox(SandboxArgs),
 }
@@ -119,6 +128,35 @@ struct ServeArgs {
     /// WatchRecord: how long to wait for a task-flow fallback after every attempt failed.
     #[arg(long, env = "WATCH_FLOW_SETTLE", default_value = "125s", value_parser = humantime::parse_duration)]
     watch_flow_settle: Duration,
+    #[command(flatten)]
+    security: SecurityArgs,
+}
+
+/// Who may call and over what: callers file, TLS, the plaintext health port.
+#[derive(Debug, Args)]
+struct SecurityArgs {
+    /// TOML file of callers (token hashes or client certificate subjects, allowed methods,
+    /// ITNIO account) and extra ITNIO accounts. Without it every caller is anonymous.
+    #[arg(long, env = "CALLERS_FILE")]
+    callers_file: Option<PathBuf>,
+    /// Serve without CALLERS_FILE even though real ITNIO credentials are configured.
+    #[arg(long, env = "ALLOW_UNAUTHENTICATED")]
+    allow_unauthenticated: bool,
+    /// PEM certificate chain of the gRPC port; with TLS_KEY_FILE it serves TLS only.
+    #[arg(long, env = "TLS_CERT_FILE")]
+    tls_cert_file: Option<PathBuf>,
+    /// PEM private key of TLS_CERT_FILE.
+    #[arg(long, env = "TLS_KEY_FILE")]
+    tls_key_file: Option<PathBuf>,
+    /// PEM CA certificates: set, every client must present a certificate they signed (mTLS).
+    #[arg(long, env = "TLS_CLIENT_CA_FILE")]
+    tls_client_ca_file: Option<PathBuf>,
+    /// Extra plaintext port serving only grpc.health.v1 (for Kubernetes probes when TLS is on).
+    #[arg(long = "health-listen", env = "HEALTH_LISTEN_ADDR")]
+    health_listen: Option<SocketAddr>,
+    /// How often CALLERS_FILE and the TLS files are checked for changes (SIGHUP reloads at once).
+    #[arg(long, env = "FILE_POLL_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    file_poll_interval: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -163,7 +201,7 @@ struct SandboxArgs {
 #[derive(Debug)]
 pub enum Command {
     /// Serve the gRPC API.
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Serve only the sandbox emulator.
     Sandbox {
         /// Where the sandbox listens.
@@ -188,6 +226,33 @@ pub struct ServeConfig {
     pub shutdown_grace: Duration,
     /// How WatchRecord polls.
     pub watch: WatchConfig,
+    /// Callers file, TLS, health port.
+    pub security: SecurityConfig,
+}
+
+/// Who may call and over what, loaded and checked before anything listens.
+#[derive(Debug, Clone)]
+pub struct SecurityConfig {
+    /// The callers file; `None` lets every caller in as anonymous on the `default` account.
+    pub callers: Option<Loaded<PathBuf, CallersFile>>,
+    /// TLS on the gRPC port.
+    pub tls: Option<Loaded<TlsFiles, Arc<ServerConfig>>>,
+    /// Where to serve plaintext grpc.health.v1 besides the gRPC port.
+    pub health_listen: Option<SocketAddr>,
+    /// How often the files above are checked for changes.
+    pub file_poll_interval: Duration,
+}
+
+impl Default for SecurityConfig {
+    /// No callers file, no TLS, no health port: anyone may call, in plaintext.
+    fn default() -> Self {
+        Self {
+            callers: None,
+            tls: None,
+            health_listen: None,
+            file_poll_interval: Duration::from_secs(5),
+        }
+    }
 }
 
 /// The ITNIO API the service calls.
@@ -218,6 +283,12 @@ impl UpstreamTarget {
             Self::Itnio { .. } => Mode::Live,
             Self::Sandbox { .. } => Mode::Sandbox,
         }
+    }
+
+    /// Whether calls can cost money and reach real phones (`ITNIO_MODE=live`, or credentials
+    /// with the mode unset), so that callers must be authenticated.
+    pub fn is_live(&self) -> bool {
+        matches!(self.mode(), Mode::Live)
     }
 }
 
@@ -287,6 +358,23 @@ pub enum ConfigError {
     /// A zero duration where one is needed.
     #[error("{0} must be greater than zero")]
     ZeroDuration(&'static str),
+    /// The callers file is unusable.
+    #[error(transparent)]
+    Callers(#[from] CallersFileError),
+    /// The TLS files are unusable.
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    /// Only one of certificate and key was given.
+    #[error("TLS_CERT_FILE and TLS_KEY_FILE must be set together")]
+    HalfTls,
+    /// A client CA without a server certificate.
+    #[error("TLS_CLIENT_CA_FILE needs TLS_CERT_FILE and TLS_KEY_FILE")]
+    ClientCaWithoutTls,
+    /// Real credentials but nobody checks who calls.
+    #[error(
+        "real ITNIO credentials are configured but CALLERS_FILE is not: anyone who reaches the port could send OTPs on the account; set CALLERS_FILE, or pass --allow-unauthenticated"
+    )]
+    Unauthenticated,
 }
 
 /// Why the command line and environment were not accepted.
@@ -321,8 +409,8 @@ impl Cli {
     pub fn into_command(self) -> Result<Command, ConfigError> {
         match self.command {
             Some(CliCommand::Sandbox(args)) => args.into_command(),
-            Some(CliCommand::Serve(args)) => Ok(Command::Serve(args.into_config()?)),
-            None => Ok(Command::Serve(self.serve.into_config()?)),
+            Some(CliCommand::Serve(args)) => Ok(Command::Serve(Box::new(args.into_config()?))),
+            None => Ok(Command::Serve(Box::new(self.serve.into_config()?))),
         }
     }
 }
@@ -366,6 +454,7 @@ impl ServeArgs {
             flow_settle: self.watch_flow_settle,
             ..WatchConfig::default()
         };
+        let security = self.security.into_config(&upstream)?;
         Ok(ServeConfig {
             listen: self.listen,
             metrics_listen: self.metrics_listen,
@@ -373,6 +462,60 @@ impl ServeArgs {
             upstream_timeout: self.upstream_timeout,
             shutdown_grace: self.shutdown_grace,
             watch,
+            security,
+        })
+    }
+}
+
+impl SecurityArgs {
+    fn into_config(self, upstream: &UpstreamTarget) -> Result<SecurityConfig, ConfigError> {
+        if self.file_poll_interval.is_zero() {
+            return Err(ConfigError::ZeroDuration("FILE_POLL_INTERVAL"));
+        }
+        if self.callers_file.is_none() && upstream.is_live() && !self.allow_unauthenticated {
+            return Err(ConfigError::Unauthenticated);
+        }
+        let callers = match self.callers_file {
+            None => None,
+            Some(path) => {
+                let attempt = crate::auth::file::load(&path);
+                Some(Loaded {
+                    value: attempt.result?,
+                    fingerprint: attempt.fingerprint,
+                    source: path,
+                })
+            }
+        };
+        let files = match (
+            self.tls_cert_file,
+            self.tls_key_file,
+            self.tls_client_ca_file,
+        ) {
+            (Some(cert), Some(key), client_ca) => Some(TlsFiles {
+                cert,
+                key,
+                client_ca,
+            }),
+            (None, None, None) => None,
+            (None, None, Some(_)) => return Err(ConfigError::ClientCaWithoutTls),
+            _ => return Err(ConfigError::HalfTls),
+        };
+        let tls = match files {
+            None => None,
+            Some(files) => {
+                let attempt = crate::tls::load(&files);
+                Some(Loaded {
+                    value: Arc::new(attempt.result?),
+                    fingerprint: attempt.fingerprint,
+                    source: files,
+                })
+            }
+        };
+        Ok(SecurityConfig {
+            callers,
+            tls,
+            health_listen: self.health_listen,
+            file_poll_interval: self.file_poll_interval,
         })
     }
 }
@@ -482,7 +625,7 @@ fn non_empty(value: String, what: &'static str) -> Result<String, ConfigError> {
     }
 }
 
-fn check_base_url(base_url: Option<String>) -> Result<String, ConfigError> {
+pub(crate) fn check_base_url(base_url: Option<String>) -> Result<String, ConfigError> {
     let url = base_url.unwrap_or_else(|| DEFAULT_BASE_URL.to_owned());
     let rest = url
         .strip_prefix("https://")
@@ -525,7 +668,7 @@ mod tests {
 
     fn serve(args: &[&str]) -> ServeConfig {
         match parse(args).expect("valid config") {
-            Command::Serve(config) => config,
+            Command::Serve(config) => *config,
             other => panic!("expected serve, got {other:?}"),
         }
     }
@@ -579,7 +722,14 @@ mod tests {
 
     #[test]
     fn credentials_select_itnio_with_default_url() {
-        let config = serve(&["serve", "--api-key", "k", "--api-secret", "s"]);
+        let config = serve(&[
+            "serve",
+            "--api-key",
+            "k",
+            "--api-secret",
+            "s",
+            "--allow-unauthenticated",
+        ]);
         match config.upstream {
             UpstreamTarget::Itnio {
                 base_url,
@@ -614,6 +764,7 @@ mod tests {
             "k",
             "--api-secret-file",
             path.to_str().expect("utf-8"),
+            "--allow-unauthenticated",
         ]);
         std::fs::remove_file(&path).ok();
         assert!(
@@ -678,7 +829,102 @@ mod tests {
 
     #[test]
     fn secrets_are_not_in_debug_output() {
-        let config = serve(&["--api-key", "k", "--api-secret", "hunter2-secret"]);
+        let config = serve(&[
+            "--api-key",
+            "k",
+            "--api-secret",
+            "hunter2-secret",
+            "--allow-unauthenticated",
+        ]);
         assert!(!format!("{config:?}").contains("hunter2-secret"));
+    }
+
+    #[test]
+    fn live_credentials_without_callers_file_need_an_explicit_opt_out() {
+        assert!(matches!(
+            parse(&["--api-key", "k", "--api-secret", "s"]),
+            Err(ConfigError::Unauthenticated)
+        ));
+        let config = serve(&[
+            "--api-key",
+            "k",
+            "--api-secret",
+            "s",
+            "--allow-unauthenticated",
+        ]);
+        assert!(config.upstream.is_live() && config.security.callers.is_none());
+        assert!(!serve(&[]).upstream.is_live());
+    }
+
+    #[test]
+    fn security_settings_are_checked() {
+        assert!(matches!(
+            parse(&["--tls-cert-file", "/c.pem"]),
+            Err(ConfigError::HalfTls)
+        ));
+        assert!(matches!(
+            parse(&[
+                "--tls-key-file",
+                "/k.pem",
+                "--tls-client-ca-file",
+                "/ca.pem"
+            ]),
+            Err(ConfigError::HalfTls)
+        ));
+        assert!(matches!(
+            parse(&["--tls-client-ca-file", "/ca.pem"]),
+            Err(ConfigError::ClientCaWithoutTls)
+        ));
+        assert!(matches!(
+            parse(&[
+                "--tls-cert-file",
+                "/nonexistent/c.pem",
+                "--tls-key-file",
+                "/k.pem"
+            ]),
+            Err(ConfigError::Tls(_))
+        ));
+        assert!(matches!(
+            parse(&["--callers-file", "/nonexistent/callers.toml"]),
+            Err(ConfigError::Callers(_))
+        ));
+        assert!(matches!(
+            parse(&["--file-poll-interval", "0s"]),
+            Err(ConfigError::ZeroDuration("FILE_POLL_INTERVAL"))
+        ));
+        let config = serve(&[
+            "--health-listen",
+            "127.0.0.1:0",
+            "--file-poll-interval",
+            "250ms",
+        ]);
+        assert_eq!(config.security.health_listen, "127.0.0.1:0".parse().ok());
+        assert_eq!(
+            config.security.file_poll_interval,
+            Duration::from_millis(250)
+        );
+        assert!(config.security.tls.is_none());
+    }
+
+    #[test]
+    fn a_callers_file_is_loaded_before_anything_listens() {
+        let path = std::env::temp_dir().join(format!("itnio-callers-{}.toml", std::process::id()));
+        std::fs::write(
+            &path,
+            "[[callers]]\nname = \"ops\"\nclient_subject = \"CN=ops\"\nallow = [\"*\"]\n",
+        )
+        .expect("write temp file");
+        let config = serve(&[
+            "--api-key",
+            "k",
+            "--api-secret",
+            "s",
+            "--callers-file",
+            path.to_str().expect("utf-8"),
+        ]);
+        std::fs::remove_file(&path).ok();
+        let callers = config.security.callers.expect("callers file");
+        assert_eq!(callers.source, path);
+        assert_eq!(callers.value.policy.rules()[0].caller.name(), "ops");
     }
 }

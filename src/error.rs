@@ -11,7 +11,11 @@ use std::{collections::HashMap, time::Duration};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::upstream::{UpstreamError, UpstreamStatus};
+use crate::{
+    accounts::UnknownAccount,
+    auth::AuthError,
+    upstream::{UpstreamError, UpstreamStatus},
+};
 
 /// The `ErrorInfo.domain` of every error we return.
 pub const ERROR_DOMAIN: &str = "itniotech.com";
@@ -163,6 +167,40 @@ fn upstream_status(error: &UpstreamError) -> Status {
     };
     details.set_error_info(reason, ERROR_DOMAIN, metadata);
     Status::with_error_details(code, message, details)
+}
+
+/// Refused calls: UNAUTHENTICATED when we do not know who calls, PERMISSION_DENIED when we do
+/// but the callers file does not allow the method. The message never echoes a credential.
+impl From<AuthError> for Status {
+    fn from(error: AuthError) -> Self {
+        let mut metadata = HashMap::new();
+        let (code, reason) = match &error {
+            AuthError::MissingCredentials => (Code::Unauthenticated, "MISSING_CREDENTIALS"),
+            AuthError::MalformedAuthorization => (Code::Unauthenticated, "MALFORMED_AUTHORIZATION"),
+            AuthError::InvalidToken => (Code::Unauthenticated, "INVALID_TOKEN"),
+            AuthError::UnknownCertificate => (Code::Unauthenticated, "UNKNOWN_CLIENT_CERTIFICATE"),
+            AuthError::MethodNotAllowed { caller, method } => {
+                metadata.insert("caller".to_owned(), caller.clone());
+                metadata.insert("method".to_owned(), method.clone());
+                (Code::PermissionDenied, "METHOD_NOT_ALLOWED")
+            }
+        };
+        let mut details = ErrorDetails::new();
+        details.set_error_info(reason, ERROR_DOMAIN, metadata);
+        Status::with_error_details(code, error.to_string(), details)
+    }
+}
+
+/// A reload removed the caller's account while its call was being authenticated: retrying
+/// lets the new callers file decide.
+impl From<UnknownAccount> for Status {
+    fn from(error: UnknownAccount) -> Self {
+        let mut details = ErrorDetails::new();
+        let metadata = HashMap::from([("account".to_owned(), error.account.clone())]);
+        details.set_error_info("ACCOUNT_NOT_CONFIGURED", ERROR_DOMAIN, metadata);
+        details.set_retry_info(Some(Duration::from_secs(1)));
+        Status::with_error_details(Code::Unavailable, error.to_string(), details)
+    }
 }
 
 /// Upstream reason texts are free text; long digit runs (phone numbers, ids) are masked.

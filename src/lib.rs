@@ -10,18 +10,26 @@
 //!  sandbox/*  an emulator of the whole ITNIO OTP API; shares no types with upstream/
 //!  telemetry/* per-RPC layer (request id, access line, metrics), /metrics, log setup
 //!  error.rs   the one place upstream and validation failures become gRPC statuses
+//!  auth/*     callers file, bearer-token / client-certificate check, the tower layer that attaches the Caller
 //!  caller.rs  who is calling (attached by the auth layer) and on which ITNIO account
+//!  accounts.rs  the ITNIO accounts by name: each call goes to its caller's account
+//!  tls.rs     rustls for the gRPC port (optionally mTLS), certificates reloaded on change
+//!  reload.rs  hot-swapped configuration: SIGHUP or a file change, a broken file keeps the old one
 //!  config.rs  flags + environment, validated before anything listens; main.rs only wires it up
 //! ```
 
+pub mod accounts;
+pub mod auth;
 pub mod caller;
 pub mod config;
 pub mod convert;
 pub mod error;
 pub mod proto;
+pub mod reload;
 pub mod sandbox;
 pub mod server;
 pub mod service;
 pub mod telemetry;
+pub mod tls;
 pub mod upstream;
 pub mod watch;

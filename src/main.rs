@@ -44,7 +44,7 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
     match command {
         Command::Serve(config) => {
             let listeners = Listeners::bind(&config).await?;
-            server::serve(config, listeners, shutdown_signal()).await?;
+            server::serve(*config, listeners, shutdown_signal()).await?;
         }
         Command::Sandbox { listen, config } => {
             let listener = server::bind("the sandbox (HTTP)", listen).await?;

@@ -2,14 +2,18 @@
 //! HTTP port, and a bounded drain on shutdown.
 //!
 //! [`serve`] takes already-bound listeners and a shutdown future (tests bind port 0 and never
-//! sleep); [`run`] is the same without the admin port. In sandbox mode it first starts the
-//! sandbox on a loopback port and points the real HTTP client at it.
+//! sleep); [`run`] is the same with only the gRPC port. In sandbox mode it first starts the
+//! sandbox on a loopback port and points the real HTTP client at it. This is where the
+//! cross-cutting pieces are assembled: the telemetry layer (outermost, so refused calls are
+//! counted too), the auth layer that attaches the caller, the accounts, TLS on the gRPC
+//! listener, the optional plaintext health port and the admin port.
 //!
 //! Shutdown order: health turns NOT_SERVING and the gRPC drain starts at once; the in-process
-//! sandbox and the admin port stop only after the drain, so calls in flight finish against the
-//! sandbox and Prometheus can scrape while the pod drains.
+//! sandbox, the plaintext health port and the admin port stop only after the drain, so calls in
+//! flight finish against the sandbox, probes see NOT_SERVING and Prometheus can scrape while the
+//! pod drains.
 
-use std::{future::Future, net::SocketAddr, time::Duration};
+use std::{future::Future, net::SocketAddr, pin::Pin, time::Duration};
 
 use rand::distr::{Alphanumeric, SampleString};
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
@@ -19,6 +23,8 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use tracing::{info, warn};
 
 use crate::{
+    accounts::Accounts,
+    auth::{self, AuthLayer},
     config::{Mode, ServeConfig, UpstreamTarget},
     proto::{
         self,
@@ -35,6 +41,7 @@ use crate::{
         verifications::VerificationApi,
     },
     telemetry::{self, RpcLayer},
+    tls,
     upstream::{UpstreamClient, UpstreamConfig},
     watch::{WatchHub, stopped},
 };
@@ -72,19 +79,26 @@ pub enum ServerError {
 /// The bound sockets of a server process.
 #[derive(Debug)]
 pub struct Listeners {
-    /// The gRPC port.
+    /// The gRPC port: every service (TLS when configured).
     pub grpc: TcpListener,
     /// The admin HTTP port (`/metrics`), if served.
     pub admin: Option<TcpListener>,
+    /// A plaintext port serving only `grpc.health.v1` (`HEALTH_LISTEN_ADDR`), for probes.
+    pub health: Option<TcpListener>,
 }
 
 impl Listeners {
-    /// Binds the gRPC and metrics addresses of `config`; an error names the address and which
-    /// listener failed.
+    /// Binds the gRPC, metrics and (when configured) health addresses of `config`; an error
+    /// names the address and which listener failed.
     pub async fn bind(config: &ServeConfig) -> Result<Self, ServerError> {
+        let health = match config.security.health_listen {
+            Some(addr) => Some(bind("gRPC health (plaintext)", addr).await?),
+            None => None,
+        };
         Ok(Self {
             grpc: bind("gRPC", config.listen).await?,
             admin: Some(bind("metrics (admin HTTP)", config.metrics_listen).await?),
+            health,
         })
     }
 }
@@ -109,12 +123,13 @@ pub async fn run(
     let listeners = Listeners {
         grpc: listener,
         admin: None,
+        health: None,
     };
     serve(config, listeners, shutdown).await
 }
 
-/// Serves gRPC (and `/metrics` on the admin listener) until `shutdown` resolves, then drains
-/// for at most the grace period.
+/// Serves gRPC (and `/metrics` on the admin listener, health on the plaintext health listener)
+/// until `shutdown` resolves, then drains for at most the grace period.
 pub async fn serve(
     config: ServeConfig,
     listeners: Listeners,
@@ -135,6 +150,20 @@ pub async fn serve(
         None => None,
     };
     let (upstream, sandbox) = connect_upstream(&config, &after_drain).await?;
+    let security = &config.security;
+    let accounts = Accounts::new(upstream);
+    let access = auth::start(
+        security.callers.as_ref(),
+        &accounts,
+        security.file_poll_interval,
+        stop_rx.clone(),
+    )
+    .map_err(|e| ServerError::Upstream(e.to_string()))?;
+    if security.callers.is_none() && config.upstream.is_live() {
+        warn!(
+            "no CALLERS_FILE (--allow-unauthenticated): anyone who reaches the port can call every method on the ITNIO account"
+        );
+    }
     let (health, health_service) = tonic_health::server::health_reporter();
     set_all(&health, ServingStatus::Serving).await;
     let reflection_v1 = reflection_builder()?.build_v1()?;
@@ -144,33 +173,54 @@ pub async fn serve(
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .layer(RpcLayer::new(mode.as_str()))
-        .add_service(health_service)
+        .layer(AuthLayer::new(access))
+        .add_service(health_service.clone())
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(AppServiceServer::new(AppApi::new(upstream.clone())))
+        .add_service(AppServiceServer::new(AppApi::new(accounts.clone())))
         .add_service(TemplateServiceServer::new(TemplateApi::new(
-            upstream.clone(),
+            accounts.clone(),
         )))
-        .add_service(FlowServiceServer::new(FlowApi::new(upstream.clone())))
+        .add_service(FlowServiceServer::new(FlowApi::new(accounts.clone())))
         .add_service(VerificationServiceServer::new(VerificationApi::new(
-            upstream.clone(),
+            accounts.clone(),
         )))
         .add_service(RecordServiceServer::new(RecordApi::new(
-            upstream.clone(),
-            WatchHub::new(upstream, config.watch.clone(), stop_rx.clone()),
+            accounts,
+            WatchHub::new(config.watch.clone(), stop_rx.clone()),
         )));
 
+    let health_port = listeners
+        .health
+        .map(|listener| serve_health(listener, health_service, &after_drain))
+        .transpose()?;
     let listener = listeners.grpc;
     let addr = listener.local_addr().map_err(ServerError::Listener)?;
-    info!(%addr, mode = %mode.as_str(), "gRPC server listening");
     let mut drain_rx = stop_rx.clone();
-    let drain_started = async move { stopped(&mut drain_rx).await };
-    let server =
-        router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-            drain_started.await;
-            set_all(&health, ServingStatus::NotServing).await;
-            info!("shutting down: draining in-flight calls");
-        });
+    let drain_started = async move {
+        stopped(&mut drain_rx).await;
+        set_all(&health, ServingStatus::NotServing).await;
+        info!("shutting down: draining in-flight calls");
+    };
+    let server: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
+        match &security.tls {
+            None => {
+                info!(%addr, tls = "off", mode = %mode.as_str(), "gRPC server listening");
+                let incoming = TcpListenerStream::new(listener);
+                Box::pin(router.serve_with_incoming_shutdown(incoming, drain_started))
+            }
+            Some(loaded) => {
+                let tls_mode = if loaded.source.client_ca.is_some() {
+                    "mutual"
+                } else {
+                    "on"
+                };
+                info!(%addr, tls = tls_mode, mode = %mode.as_str(), "gRPC server listening");
+                let config = tls::start(loaded, security.file_poll_interval, stop_rx.clone());
+                let incoming = tls::incoming(listener, config);
+                Box::pin(router.serve_with_incoming_shutdown(incoming, drain_started))
+            }
+        };
     let grace = config.shutdown_grace;
     tokio::select! {
         result = server => result?,
@@ -180,7 +230,7 @@ pub async fn serve(
     }
     info!("gRPC server stopped");
     after_drain
-        .stop([sandbox, admin].into_iter().flatten())
+        .stop([sandbox, admin, health_port].into_iter().flatten())
         .await;
     Ok(())
 }
@@ -227,6 +277,38 @@ fn start_admin(
             warn!(%error, "admin HTTP server stopped");
         }
     }))
+}
+
+/// Serves only `grpc.health.v1`, in plaintext, until the drain is over: it outlives the drain so
+/// probes see NOT_SERVING rather than a refused connection.
+fn serve_health<S>(
+    listener: TcpListener,
+    health_service: S,
+    after_drain: &AfterDrain,
+) -> Result<JoinHandle<()>, ServerError>
+where
+    S: tower_service::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let addr = listener.local_addr().map_err(ServerError::Listener)?;
+    info!(%addr, "gRPC health listening (plaintext, grpc.health.v1 only)");
+    let server = Server::builder()
+        .add_service(health_service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), after_drain.signal());
+    let task = tokio::spawn(async move {
+        if let Err(error) = server.await {
+            warn!(%error, "the health port stopped");
+        }
+    });
+    Ok(task)
 }
 
 /// Builds the one upstream client of the process, starting the sandbox first in sandbox mode

@@ -162,6 +162,7 @@ async fn secrets_never_reach_the_log() {
         ("ITNIO_API_KEY", "visible-key"),
         ("ITNIO_API_SECRET", "very-secret-value"),
         ("ITNIO_BASE_URL", "http://127.0.0.1:9"),
+        ("ALLOW_UNAUTHENTICATED", "true"),
         ("RUST_LOG", "debug"),
     ]);
     let mut lines = binary.wait_for("gRPC server listening");

@@ -3,9 +3,9 @@
 use tonic::{Request, Response, Status};
 
 use crate::{
+    accounts::Accounts,
     convert::apps as convert,
     proto::v1::{self as pb, app_service_server::AppService},
-    upstream::UpstreamClient,
 };
 
 use super::deadline;
@@ -13,13 +13,13 @@ use super::deadline;
 /// Serves `AppService` by calling ITNIO.
 #[derive(Clone)]
 pub struct AppApi {
-    upstream: UpstreamClient,
+    accounts: Accounts,
 }
 
 impl AppApi {
-    /// A service calling ITNIO through `upstream`.
-    pub fn new(upstream: UpstreamClient) -> Self {
-        Self { upstream }
+    /// A service calling ITNIO on each caller's account.
+    pub fn new(accounts: Accounts) -> Self {
+        Self { accounts }
     }
 }
 
@@ -30,7 +30,11 @@ impl AppService for AppApi {
         request: Request<pb::CreateAppRequest>,
     ) -> Result<Response<pb::CreateAppResponse>, Status> {
         let body = convert::create_request(request.get_ref())?;
-        let app = self.upstream.create_app(&body, deadline(&request)).await?;
+        let app = self
+            .accounts
+            .client_for(&request)?
+            .create_app(&body, deadline(&request))
+            .await?;
         Ok(Response::new(pb::CreateAppResponse {
             app: Some(convert::from_wire(app)),
         }))
@@ -43,7 +47,8 @@ impl AppService for AppApi {
         let body = convert::update_request(request.get_ref())?;
         let app_id = &request.get_ref().app_id;
         let app = self
-            .upstream
+            .accounts
+            .client_for(&request)?
             .update_app(app_id, &body, deadline(&request))
             .await?;
         Ok(Response::new(pb::UpdateAppResponse {
@@ -57,7 +62,11 @@ impl AppService for AppApi {
     ) -> Result<Response<pb::GetAppResponse>, Status> {
         convert::get_request(request.get_ref())?;
         let app_id = &request.get_ref().app_id;
-        let app = self.upstream.get_app(app_id, deadline(&request)).await?;
+        let app = self
+            .accounts
+            .client_for(&request)?
+            .get_app(app_id, deadline(&request))
+            .await?;
         Ok(Response::new(pb::GetAppResponse {
             app: Some(convert::from_wire(app)),
         }))

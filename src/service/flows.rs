@@ -3,9 +3,9 @@
 use tonic::{Request, Response, Status};
 
 use crate::{
+    accounts::Accounts,
     convert::flows as convert,
     proto::v1::{self as pb, flow_service_server::FlowService},
-    upstream::UpstreamClient,
 };
 
 use super::deadline;
@@ -13,13 +13,13 @@ use super::deadline;
 /// Serves `FlowService` by calling ITNIO.
 #[derive(Clone)]
 pub struct FlowApi {
-    upstream: UpstreamClient,
+    accounts: Accounts,
 }
 
 impl FlowApi {
-    /// A service calling ITNIO through `upstream`.
-    pub fn new(upstream: UpstreamClient) -> Self {
-        Self { upstream }
+    /// A service calling ITNIO on each caller's account.
+    pub fn new(accounts: Accounts) -> Self {
+        Self { accounts }
     }
 }
 
@@ -30,7 +30,11 @@ impl FlowService for FlowApi {
         request: Request<pb::CreateFlowRequest>,
     ) -> Result<Response<pb::CreateFlowResponse>, Status> {
         let body = convert::create_request(request.get_ref())?;
-        let flow = self.upstream.create_flow(&body, deadline(&request)).await?;
+        let flow = self
+            .accounts
+            .client_for(&request)?
+            .create_flow(&body, deadline(&request))
+            .await?;
         Ok(Response::new(pb::CreateFlowResponse {
             flow: Some(convert::from_wire(flow)),
         }))
@@ -43,7 +47,8 @@ impl FlowService for FlowApi {
         let body = convert::update_request(request.get_ref())?;
         let flow_id = request.get_ref().flow_id.trim();
         let flow = self
-            .upstream
+            .accounts
+            .client_for(&request)?
             .update_flow(flow_id, &body, deadline(&request))
             .await?;
         Ok(Response::new(pb::UpdateFlowResponse {
@@ -57,7 +62,11 @@ impl FlowService for FlowApi {
     ) -> Result<Response<pb::GetFlowResponse>, Status> {
         convert::get_request(request.get_ref())?;
         let flow_id = request.get_ref().flow_id.trim();
-        let flow = self.upstream.get_flow(flow_id, deadline(&request)).await?;
+        let flow = self
+            .accounts
+            .client_for(&request)?
+            .get_flow(flow_id, deadline(&request))
+            .await?;
         Ok(Response::new(pb::GetFlowResponse {
             flow: Some(convert::from_wire(flow)),
         }))
@@ -67,7 +76,11 @@ impl FlowService for FlowApi {
         &self,
         request: Request<pb::ListFlowsRequest>,
     ) -> Result<Response<pb::ListFlowsResponse>, Status> {
-        let flows = self.upstream.list_flows(deadline(&request)).await?;
+        let flows = self
+            .accounts
+            .client_for(&request)?
+            .list_flows(deadline(&request))
+            .await?;
         Ok(Response::new(pb::ListFlowsResponse {
             flows: flows.into_iter().map(convert::from_wire).collect(),
         }))

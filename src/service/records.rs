@@ -4,9 +4,10 @@
 use tonic::{Request, Response, Status};
 
 use crate::{
+    accounts::Accounts,
+    caller::Caller,
     convert::records as convert,
     proto::v1::{self as pb, record_service_server::RecordService},
-    upstream::UpstreamClient,
     watch::{RecordStream, WatchHub},
 };
 
@@ -15,14 +16,14 @@ use super::deadline;
 /// Serves `RecordService` by calling ITNIO; watches share pollers through the hub.
 #[derive(Clone)]
 pub struct RecordApi {
-    upstream: UpstreamClient,
+    accounts: Accounts,
     watches: WatchHub,
 }
 
 impl RecordApi {
-    /// A service calling ITNIO through `upstream` and streaming through `watches`.
-    pub fn new(upstream: UpstreamClient, watches: WatchHub) -> Self {
-        Self { upstream, watches }
+    /// A service calling ITNIO on each caller's account and streaming through `watches`.
+    pub fn new(accounts: Accounts, watches: WatchHub) -> Self {
+        Self { accounts, watches }
     }
 }
 
@@ -35,7 +36,8 @@ impl RecordService for RecordApi {
         convert::get_request(request.get_ref())?;
         let verification_id = &request.get_ref().verification_id;
         let record = self
-            .upstream
+            .accounts
+            .client_for(&request)?
             .get_record(verification_id, deadline(&request))
             .await?;
         Ok(Response::new(pb::GetRecordResponse {
@@ -50,7 +52,8 @@ impl RecordService for RecordApi {
         let req = request.get_ref();
         let body = convert::order_request("", &req.app_id, &req.order_id)?;
         let record = self
-            .upstream
+            .accounts
+            .client_for(&request)?
             .get_order_record(&body, deadline(&request))
             .await?;
         Ok(Response::new(pb::GetOrderRecordResponse {
@@ -65,6 +68,11 @@ impl RecordService for RecordApi {
         request: Request<pb::WatchRecordRequest>,
     ) -> Result<Response<Self::WatchRecordStream>, Status> {
         let key = convert::watch_key(request.get_ref())?;
-        Ok(Response::new(self.watches.watch(key, deadline(&request))))
+        let caller = Caller::of(&request);
+        let upstream = self.accounts.client(caller.account())?;
+        let stream = self
+            .watches
+            .watch(caller.account(), upstream, key, deadline(&request));
+        Ok(Response::new(stream))
     }
 }

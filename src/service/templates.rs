@@ -3,9 +3,9 @@
 use tonic::{Request, Response, Status};
 
 use crate::{
+    accounts::Accounts,
     convert::templates as convert,
     proto::v1::{self as pb, template_service_server::TemplateService},
-    upstream::UpstreamClient,
 };
 
 use super::deadline;
@@ -13,13 +13,13 @@ use super::deadline;
 /// Serves `TemplateService` by calling ITNIO.
 #[derive(Clone)]
 pub struct TemplateApi {
-    upstream: UpstreamClient,
+    accounts: Accounts,
 }
 
 impl TemplateApi {
-    /// A service calling ITNIO through `upstream`.
-    pub fn new(upstream: UpstreamClient) -> Self {
-        Self { upstream }
+    /// A service calling ITNIO on each caller's account.
+    pub fn new(accounts: Accounts) -> Self {
+        Self { accounts }
     }
 }
 
@@ -31,7 +31,8 @@ impl TemplateService for TemplateApi {
     ) -> Result<Response<pb::CreateTemplateResponse>, Status> {
         let body = convert::create_request(request.get_ref())?;
         let template = self
-            .upstream
+            .accounts
+            .client_for(&request)?
             .create_template(&body, deadline(&request))
             .await?;
         Ok(Response::new(pb::CreateTemplateResponse {
@@ -46,7 +47,8 @@ impl TemplateService for TemplateApi {
         let body = convert::update_request(request.get_ref())?;
         let template_id = request.get_ref().template_id.trim();
         let template = self
-            .upstream
+            .accounts
+            .client_for(&request)?
             .update_template(template_id, &body, deadline(&request))
             .await?;
         Ok(Response::new(pb::UpdateTemplateResponse {
@@ -61,7 +63,8 @@ impl TemplateService for TemplateApi {
         convert::get_request(request.get_ref())?;
         let template_id = request.get_ref().template_id.trim();
         let template = self
-            .upstream
+            .accounts
+            .client_for(&request)?
             .get_template(template_id, deadline(&request))
             .await?;
         Ok(Response::new(pb::GetTemplateResponse {
@@ -73,7 +76,11 @@ impl TemplateService for TemplateApi {
         &self,
         request: Request<pb::ListTemplatesRequest>,
     ) -> Result<Response<pb::ListTemplatesResponse>, Status> {
-        let templates = self.upstream.list_templates(deadline(&request)).await?;
+        let templates = self
+            .accounts
+            .client_for(&request)?
+            .list_templates(deadline(&request))
+            .await?;
         Ok(Response::new(pb::ListTemplatesResponse {
             templates: templates.into_iter().map(convert::from_wire).collect(),
         }))

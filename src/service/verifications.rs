@@ -3,9 +3,9 @@
 use tonic::{Request, Response, Status};
 
 use crate::{
+    accounts::Accounts,
     convert::verifications as convert,
     proto::v1::{self as pb, verification_service_server::VerificationService},
-    upstream::UpstreamClient,
 };
 
 use super::deadline;
@@ -13,13 +13,13 @@ use super::deadline;
 /// Serves `VerificationService` by calling ITNIO.
 #[derive(Clone)]
 pub struct VerificationApi {
-    upstream: UpstreamClient,
+    accounts: Accounts,
 }
 
 impl VerificationApi {
-    /// A service calling ITNIO through `upstream`.
-    pub fn new(upstream: UpstreamClient) -> Self {
-        Self { upstream }
+    /// A service calling ITNIO on each caller's account.
+    pub fn new(accounts: Accounts) -> Self {
+        Self { accounts }
     }
 }
 
@@ -31,7 +31,8 @@ impl VerificationService for VerificationApi {
     ) -> Result<Response<pb::SendVerificationResponse>, Status> {
         let body = convert::send_request(request.get_ref())?;
         let sent = self
-            .upstream
+            .accounts
+            .client_for(&request)?
             .send_verification(&body, deadline(&request))
             .await?;
         let sent = convert::sent_from_wire(sent);
@@ -49,7 +50,8 @@ impl VerificationService for VerificationApi {
     ) -> Result<Response<pb::SendCustomCodeResponse>, Status> {
         let body = convert::send_custom_code_request(request.get_ref())?;
         let sent = self
-            .upstream
+            .accounts
+            .client_for(&request)?
             .send_custom_code(&body, deadline(&request))
             .await?;
         let sent = convert::sent_from_wire(sent);
@@ -67,7 +69,8 @@ impl VerificationService for VerificationApi {
     ) -> Result<Response<pb::ResendVerificationResponse>, Status> {
         let body = convert::resend_request(request.get_ref())?;
         let sent = self
-            .upstream
+            .accounts
+            .client_for(&request)?
             .resend_verification(&body, deadline(&request))
             .await?;
         let sent = convert::sent_from_wire(sent);
@@ -85,7 +88,8 @@ impl VerificationService for VerificationApi {
     ) -> Result<Response<pb::CheckVerificationResponse>, Status> {
         let body = convert::check_request(request.get_ref())?;
         let result = self
-            .upstream
+            .accounts
+            .client_for(&request)?
             .check_verification(&body, deadline(&request))
             .await?;
         let response = convert::check_from_wire(result, &body.verification_id);
@@ -97,7 +101,8 @@ impl VerificationService for VerificationApi {
         request: Request<pb::ReportConversionRequest>,
     ) -> Result<Response<pb::ReportConversionResponse>, Status> {
         let body = convert::conversion_request(request.get_ref())?;
-        self.upstream
+        self.accounts
+            .client_for(&request)?
             .report_conversion(&body, deadline(&request))
             .await?;
         Ok(Response::new(pb::ReportConversionResponse {}))
@@ -108,7 +113,8 @@ impl VerificationService for VerificationApi {
         request: Request<pb::ReportConversionRateRequest>,
     ) -> Result<Response<pb::ReportConversionRateResponse>, Status> {
         let body = convert::conversion_rate_request(request.get_ref())?;
-        self.upstream
+        self.accounts
+            .client_for(&request)?
             .report_conversion_rate(&body, deadline(&request))
             .await?;
         Ok(Response::new(pb::ReportConversionRateResponse {}))

@@ -16,7 +16,7 @@ pub mod logging;
 pub mod metrics;
 pub mod rpc;
 
-pub use rpc::{CallerLabels, RpcLayer};
+pub use rpc::{CallerSlot, RpcLayer};
 
 use std::time::Duration;
 

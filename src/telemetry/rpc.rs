@@ -15,8 +15,8 @@
 //! Health and reflection calls (kubelet probes, grpcurl) are logged at `debug`, counted like
 //! every other call. Lines carry route names and codes only: never a request field.
 //!
-//! Caller identity hook: when an auth layer (outside this one) puts [`CallerLabels`] into the
-//! request extensions, the line gains `caller` and `account` fields.
+//! Caller identity: this layer is outermost, so refused calls are counted too; the auth layer
+//! inside it fills the request's [`CallerSlot`], and the line gains `caller` and `account`.
 
 use std::{
     collections::HashMap,
@@ -39,6 +39,8 @@ use tower_layer::Layer;
 use tower_service::Service;
 use tracing::Instrument;
 
+use crate::caller::Caller;
+
 use super::metrics;
 
 /// Metadata key of the request id, in requests and responses.
@@ -52,14 +54,16 @@ const NO_STATUS: i64 = i64::MIN;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Who called, once authentication knows it: an auth layer inserts this into the request
-/// extensions and the access line gains `caller` and `account`.
-#[derive(Debug, Clone)]
-pub struct CallerLabels {
-    /// The authenticated caller's name.
-    pub caller: Arc<str>,
-    /// The ITNIO account the call is made with.
-    pub account: Arc<str>,
+/// Where the auth layer (inside this one) notes who called, once it knows: this layer puts an
+/// empty slot into the request extensions and the access line gains `caller` and `account`.
+#[derive(Debug, Clone, Default)]
+pub struct CallerSlot(Arc<OnceLock<Caller>>);
+
+impl CallerSlot {
+    /// Records the caller of the request carrying this slot (the first call wins).
+    pub fn fill(&self, caller: &Caller) {
+        let _ = self.0.set(caller.clone());
+    }
 }
 
 tokio::task_local! {
@@ -138,7 +142,8 @@ where
         let name = RpcName::of(request.uri().path());
         let request_id = request_id(request.headers());
         request.headers_mut().insert(REQUEST_ID, request_id.clone());
-        let caller = request.extensions().get::<CallerLabels>().cloned();
+        let caller = CallerSlot::default();
+        request.extensions_mut().insert(caller.clone());
         let record = CallRecord::start(name, request_id.clone(), caller);
         let span = tracing::info_span!(
             "rpc",
@@ -264,14 +269,14 @@ struct CallRecord {
     name: RpcName,
     started: Instant,
     request_id: HeaderValue,
-    caller: Option<CallerLabels>,
+    caller: CallerSlot,
     context: Arc<CallContext>,
     /// The gRPC code once known; still `None` when the call is dropped means it was cancelled.
     code: Option<Code>,
 }
 
 impl CallRecord {
-    fn start(name: RpcName, request_id: HeaderValue, caller: Option<CallerLabels>) -> Self {
+    fn start(name: RpcName, request_id: HeaderValue, caller: CallerSlot) -> Self {
         metrics::rpc_started(name.service, name.method);
         Self {
             name,
@@ -297,8 +302,8 @@ impl Drop for CallRecord {
             status => Some(status),
         };
         let request_id = self.request_id.to_str().unwrap_or_default();
-        let caller = self.caller.as_ref().map(|c| &*c.caller);
-        let account = self.caller.as_ref().map(|c| &*c.account);
+        let caller = self.caller.0.get().map(Caller::name);
+        let account = self.caller.0.get().map(Caller::account);
         let duration_ms = millis(duration);
         macro_rules! line {
             ($level:expr) => {

@@ -28,6 +28,7 @@ use std::{
 use tokio::{sync::watch, time::Instant};
 use tokio_stream::Stream;
 use tonic::Status;
+use tracing::Instrument;
 
 pub use budget::PollBudget;
 
@@ -100,11 +101,13 @@ pub struct WatchHub {
     shared: Arc<Shared>,
 }
 
+/// A poller follows one record on one ITNIO account: the same id on two accounts is two records.
+type PollerKey = (Arc<str>, WatchKey);
+
 struct Shared {
-    upstream: UpstreamClient,
     config: WatchConfig,
     budget: PollBudget,
-    pollers: Mutex<HashMap<WatchKey, watch::Sender<PollState>>>,
+    pollers: Mutex<HashMap<PollerKey, watch::Sender<PollState>>>,
     stop: watch::Receiver<bool>,
 }
 
@@ -115,13 +118,12 @@ pub type WatchItem = Result<WatchRecordResponse, Status>;
 pub type RecordStream = Pin<Box<dyn Stream<Item = WatchItem> + Send>>;
 
 impl WatchHub {
-    /// A hub polling through `upstream`; `stop` turning true ends every stream with UNAVAILABLE.
+    /// A hub whose `stop` turning true ends every stream with UNAVAILABLE.
     /// Must be called inside a Tokio runtime.
-    pub fn new(upstream: UpstreamClient, config: WatchConfig, stop: watch::Receiver<bool>) -> Self {
+    pub fn new(config: WatchConfig, stop: watch::Receiver<bool>) -> Self {
         let budget = PollBudget::new(config.max_polls_per_second.max(1));
         Self {
             shared: Arc::new(Shared {
-                upstream,
                 config,
                 budget,
                 pollers: Mutex::new(HashMap::new()),
@@ -130,12 +132,19 @@ impl WatchHub {
         }
     }
 
-    /// Opens a stream of record updates for `key`, ending with DEADLINE_EXCEEDED after
-    /// `deadline` if one is given. Dropping the stream (the client went away) drops its
-    /// subscription at once, and the poller stops when no subscription is left.
-    pub fn watch(&self, key: WatchKey, deadline: Option<Duration>) -> RecordStream {
+    /// Opens a stream of record updates for `key` on the ITNIO `account` (polled through
+    /// `upstream`, that account's client, unless a poller of that record already runs), ending
+    /// with DEADLINE_EXCEEDED after `deadline` if one is given. Dropping the stream (the client
+    /// went away) drops its subscription at once, and the poller stops when no subscription is left.
+    pub fn watch(
+        &self,
+        account: &str,
+        upstream: UpstreamClient,
+        key: WatchKey,
+        deadline: Option<Duration>,
+    ) -> RecordStream {
         let state = StreamState {
-            updates: self.subscribe(key),
+            updates: self.subscribe((account.into(), key), upstream),
             stop: self.shared.stop.clone(),
             previous: None,
             deadline: deadline.map(|d| Instant::now() + d),
@@ -146,19 +155,20 @@ impl WatchHub {
         Box::pin(futures_util::stream::unfold(state, next_message))
     }
 
-    fn subscribe(&self, key: WatchKey) -> watch::Receiver<PollState> {
+    fn subscribe(&self, key: PollerKey, upstream: UpstreamClient) -> watch::Receiver<PollState> {
         let mut pollers = self.lock_pollers();
         if let Some(sender) = pollers.get(&key) {
             return sender.subscribe();
         }
         let (sender, receiver) = watch::channel(PollState::Pending);
         pollers.insert(key.clone(), sender.clone());
-        tokio::spawn(poller::run(self.clone(), key, sender));
+        let span = tracing::info_span!("watch", account = &*key.0);
+        tokio::spawn(poller::run(self.clone(), upstream, key, sender).instrument(span));
         receiver
     }
 
     /// Removes a poller whose streams are all gone; false if a stream joined meanwhile.
-    fn retire(&self, key: &WatchKey, sender: &watch::Sender<PollState>) -> bool {
+    fn retire(&self, key: &PollerKey, sender: &watch::Sender<PollState>) -> bool {
         let mut pollers = self.lock_pollers();
         if sender.receiver_count() > 0 && !sender.borrow().is_last() {
             return false;
@@ -171,7 +181,7 @@ impl WatchHub {
 
     fn lock_pollers(
         &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<WatchKey, watch::Sender<PollState>>> {
+    ) -> std::sync::MutexGuard<'_, HashMap<PollerKey, watch::Sender<PollState>>> {
         // A panic while holding this lock cannot leave the map inconsistent (single inserts
         // and removes), so a poisoned lock is still safe to use.
         self.shared

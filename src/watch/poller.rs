@@ -5,16 +5,22 @@ use std::sync::Arc;
 use tokio::{sync::watch, time::Instant};
 use tracing::debug;
 
-use super::{PollState, WatchHub, WatchKey, changes, stopped};
+use super::{PollState, PollerKey, WatchHub, WatchKey, changes, stopped};
 use crate::{
     convert::records::from_wire,
     proto::v1::Record,
     telemetry::metrics::{self, PollerGauge},
-    upstream::{OrderRecordRequest, UpstreamError, UpstreamStatus},
+    upstream::{OrderRecordRequest, UpstreamClient, UpstreamError, UpstreamStatus},
 };
 
-/// Polls `key` until its record is final, polling fails for good, or no stream is left.
-pub(super) async fn run(hub: WatchHub, key: WatchKey, sender: watch::Sender<PollState>) {
+/// Polls `key` through `upstream` (its account's client) until its record is final, polling
+/// fails for good, or no stream is left.
+pub(super) async fn run(
+    hub: WatchHub,
+    upstream: UpstreamClient,
+    key: PollerKey,
+    sender: watch::Sender<PollState>,
+) {
     let _running = PollerGauge::start();
     let shared = &hub.shared;
     let mut stop = shared.stop.clone();
@@ -29,7 +35,7 @@ pub(super) async fn run(hub: WatchHub, key: WatchKey, sender: watch::Sender<Poll
             () = sender.closed() => if hub.retire(&key, &sender) { return } else { continue },
             () = stopped(&mut stop) => break,
         }
-        let wait = match poll(&hub, &key).await {
+        let wait = match poll(&upstream, &key.1).await {
             Ok(record) => {
                 errors = 0;
                 let changed = current.as_deref() != Some(&record);
@@ -69,9 +75,8 @@ pub(super) async fn run(hub: WatchHub, key: WatchKey, sender: watch::Sender<Poll
     hub.retire(&key, &sender);
 }
 
-async fn poll(hub: &WatchHub, key: &WatchKey) -> Result<Record, UpstreamError> {
+async fn poll(upstream: &UpstreamClient, key: &WatchKey) -> Result<Record, UpstreamError> {
     metrics::watch_poll();
-    let upstream = &hub.shared.upstream;
     let record = match key {
         WatchKey::Verification(id) => upstream.get_record(id, None).await?,
         WatchKey::Order { app_id, order_id } => {

@@ -154,6 +154,7 @@ pub fn upstream_config(base_url: &str) -> ServeConfig {
             flow_settle: Duration::from_millis(1500),
             ..WatchConfig::default()
         },
+        security: Default::default(),
     }
 }
 

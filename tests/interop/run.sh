@@ -8,7 +8,9 @@
 # sandbox mode on a free port, then runs the Python and Node journeys, the grpcurl checks and
 # the three examples against it, plus the sandbox inbox page in headless chromium (installed
 # with apt-get if missing; screenshot in target/interop/inbox.png) and a curl walk-through of a
-# standalone sandbox. Each check prints `ok - ...`; the last line is the summary.
+# standalone sandbox; secure.sh starts two more servers (TLS + callers file, mTLS) for the token,
+# TLS and mTLS checks from grpcurl, Python and Node. Each check prints `ok - ...`; the last line
+# is the summary.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 repo="$PWD"
@@ -86,6 +88,7 @@ step grpcurl tests/interop/grpcurl.sh "$addr"
 step browser .venv/bin/python tests/interop/inbox_browser.py "$addr" "$inbox_url" "$logs/inbox.png"
 step curl tests/interop/curl_walkthrough.sh target/debug/itnio-otp-grpc
 step grpcurl-errors tests/interop/grpcurl_errors.sh target/debug/itnio-otp-grpc "$logs"
+step secure tests/interop/secure.sh
 
 # example NAME CMD...: runs an example and checks that it printed a matched code.
 example() {

@@ -1,0 +1,584 @@
+//! End to end: caller authentication from a callers file, its reload, and accounts per caller.
+//! Sandbox and server on port 0, real HTTP and gRPC; upstream calls counted by the sandbox.
+
+mod common;
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use itnio_otp_grpc::{
+    auth,
+    config::ServeConfig,
+    proto::v1::{self as pb},
+    sandbox::{Sandbox, SandboxConfig},
+};
+use sha2::{Digest, Sha256};
+use tokio::{net::TcpListener, sync::oneshot, time::Instant};
+use tonic::{Code, Request, Status};
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+use tonic_types::StatusExt;
+
+const CHECKOUT_TOKEN: &str = "checkout-token-0123456789";
+const ADMIN_TOKEN: &str = "admin-token-9876543210";
+const SEND: &str = "POST /verification/send";
+
+/// A temporary directory for callers files and secrets, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("itnio-e2e-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Self(dir)
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        // Write then rename, as a deploy would: a reader never sees half a file.
+        let partial = self.0.join(format!(".{name}.partial"));
+        std::fs::write(&partial, text).expect("write");
+        std::fs::rename(&partial, &path).expect("rename");
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        std::fs::remove_dir_all(&self.0).ok();
+    }
+}
+
+fn sha256_hex(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn caller(name: &str, token: &str, allow: &[&str], extra: &str) -> String {
+    let allow: Vec<String> = allow.iter().map(|a| format!("{a:?}")).collect();
+    format!(
+        "[[callers]]\nname = \"{name}\"\ntoken_sha256 = \"{}\"\nallow = [{}]\n{extra}\n",
+        sha256_hex(token),
+        allow.join(", ")
+    )
+}
+
+/// Checkout may send and read one record; admin may call everything.
+fn standard_callers() -> String {
+    caller(
+        "checkout",
+        CHECKOUT_TOKEN,
+        &[
+            "itnio.otp.v1.VerificationService/*",
+            "itnio.otp.v1.RecordService/GetRecord",
+        ],
+        "",
+    ) + &caller("admin", ADMIN_TOKEN, &["*"], "")
+}
+
+/// Puts the callers file at `path` into the server configuration, as `CALLERS_FILE` would.
+fn use_callers_file(config: &mut ServeConfig, path: &Path) {
+    let attempt = auth::file::load(path);
+    config.security.callers = Some(itnio_otp_grpc::reload::Loaded {
+        source: path.to_owned(),
+        value: attempt.result.expect("valid callers file"),
+        fingerprint: attempt.fingerprint,
+    });
+    config.security.file_poll_interval = Duration::from_millis(50);
+}
+
+fn with_token<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("ascii"),
+    );
+    request
+}
+
+fn send_request(app_id: &str, template_id: &str) -> pb::SendVerificationRequest {
+    pb::SendVerificationRequest {
+        app_id: app_id.into(),
+        template_id: template_id.into(),
+        phone_number: common::TEST_NUMBER.into(),
+        ..Default::default()
+    }
+}
+
+fn reason(status: &Status) -> String {
+    status
+        .get_error_details()
+        .error_info()
+        .map(|info| info.reason.clone())
+        .unwrap_or_default()
+}
+
+async fn create_app(app: &common::TestApp, token: &str, name: &str) -> Result<String, Status> {
+    let reply = app
+        .apps()
+        .create_app(with_token(
+            pb::CreateAppRequest {
+                name: name.into(),
+                ..Default::default()
+            },
+            token,
+        ))
+        .await?;
+    Ok(reply.into_inner().app.expect("app").app_id)
+}
+
+async fn create_template(app: &common::TestApp, token: &str, app_id: &str) -> String {
+    app.templates()
+        .create_template(with_token(
+            pb::CreateTemplateRequest {
+                app_id: app_id.into(),
+                name: "login".into(),
+                text: "##code## is your code".into(),
+                code_length: Some(4),
+                ..Default::default()
+            },
+            token,
+        ))
+        .await
+        .expect("create template")
+        .into_inner()
+        .template
+        .expect("template")
+        .template_id
+}
+
+#[tokio::test]
+async fn refused_calls_never_reach_the_upstream_and_allowed_ones_do() {
+    let dir = TempDir::new("refused");
+    let path = dir.write("callers.toml", &standard_callers());
+    let app = common::spawn_app_custom(|_| {}, |c| use_callers_file(c, &path)).await;
+    let app_id = create_app(&app, ADMIN_TOKEN, "shop").await.expect("admin");
+    let template_id = create_template(&app, ADMIN_TOKEN, &app_id).await;
+    let before = app.sandbox.request_count();
+
+    let mut verifications = app.verifications();
+    let cases = [
+        (None, Code::Unauthenticated, "MISSING_CREDENTIALS"),
+        (
+            Some("Bearer not-a-token"),
+            Code::Unauthenticated,
+            "INVALID_TOKEN",
+        ),
+        (
+            Some("Basic Y2hlY2tvdXQ="),
+            Code::Unauthenticated,
+            "MALFORMED_AUTHORIZATION",
+        ),
+    ];
+    for (authorization, code, expected) in cases {
+        let mut request = Request::new(send_request(&app_id, &template_id));
+        if let Some(value) = authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", value.parse().expect("ascii"));
+        }
+        let status = verifications
+            .send_verification(request)
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), code, "{authorization:?}: {status:?}");
+        assert_eq!(reason(&status), expected);
+        assert_eq!(
+            status
+                .get_error_details()
+                .error_info()
+                .map(|i| i.domain.as_str()),
+            Some("itniotech.com")
+        );
+        assert!(!status.message().contains("not-a-token"), "{status:?}");
+    }
+
+    // Checkout may send, but not create apps or watch.
+    let status = create_app(&app, CHECKOUT_TOKEN, "nope")
+        .await
+        .expect_err("refused");
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert_eq!(reason(&status), "METHOD_NOT_ALLOWED");
+    let info = status
+        .get_error_details()
+        .error_info()
+        .cloned()
+        .expect("info");
+    assert_eq!(info.metadata["caller"], "checkout");
+    assert_eq!(info.metadata["method"], "itnio.otp.v1.AppService/CreateApp");
+    let watch = app
+        .records()
+        .watch_record(with_token(
+            pb::WatchRecordRequest {
+                selector: Some(pb::watch_record_request::Selector::VerificationId(
+                    "22611231955000000001".into(),
+                )),
+            },
+            CHECKOUT_TOKEN,
+        ))
+        .await
+        .expect_err("refused");
+    assert_eq!(watch.code(), Code::PermissionDenied);
+    assert!(!status.message().contains(CHECKOUT_TOKEN));
+
+    assert_eq!(
+        app.sandbox.request_count(),
+        before,
+        "refused calls reached the upstream"
+    );
+    assert_eq!(app.sandbox.request_count_for(SEND), 0);
+
+    let sent = verifications
+        .send_verification(with_token(
+            send_request(&app_id, &template_id),
+            CHECKOUT_TOKEN,
+        ))
+        .await
+        .expect("allowed send")
+        .into_inner();
+    assert_eq!(app.sandbox.request_count_for(SEND), 1);
+    let record = app
+        .records()
+        .get_record(with_token(
+            pb::GetRecordRequest {
+                verification_id: sent.verification_id,
+            },
+            CHECKOUT_TOKEN,
+        ))
+        .await
+        .expect("allowed record read");
+    assert!(record.into_inner().record.is_some());
+    assert_eq!(app.sandbox.request_count(), before + 2);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn health_and_reflection_stay_open() {
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest,
+    };
+    let dir = TempDir::new("open");
+    let path = dir.write("callers.toml", &standard_callers());
+    let app = common::spawn_app_custom(|_| {}, |c| use_callers_file(c, &path)).await;
+    let health = HealthClient::new(app.channel.clone())
+        .check(HealthCheckRequest {
+            service: "itnio.otp.v1.VerificationService".into(),
+        })
+        .await
+        .expect("health without a token");
+    assert_eq!(health.into_inner().status, 1, "SERVING");
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut replies = ServerReflectionClient::new(app.channel.clone())
+        .server_reflection_info(tokio_stream::once(request))
+        .await
+        .expect("reflection without a token")
+        .into_inner();
+    assert!(replies.message().await.expect("reply").is_some());
+    app.shutdown().await;
+}
+
+/// Calls `ListFlows` with `token` until `done` holds for the result, or panics at
+/// the deadline. Returns how long it took.
+async fn until(
+    app: &common::TestApp,
+    token: &str,
+    done: impl Fn(&Result<(), Status>) -> bool,
+) -> Duration {
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(10);
+    loop {
+        let result = app
+            .flows()
+            .list_flows(with_token(pb::ListFlowsRequest {}, token))
+            .await
+            .map(|_| ());
+        if done(&result) {
+            return started.elapsed();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no reload within 10 s: {result:?}"
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn a_changed_callers_file_applies_without_a_restart_and_a_broken_one_changes_nothing() {
+    let dir = TempDir::new("reload");
+    let path = dir.write("callers.toml", &caller("ops", "old-token", &["*"], ""));
+    let app = common::spawn_app_custom(|_| {}, |c| use_callers_file(c, &path)).await;
+    let ok = |r: &Result<(), Status>| r.is_ok();
+    until(&app, "old-token", ok).await;
+
+    dir.write("callers.toml", &caller("ops", "new-token", &["*"], ""));
+    let took = until(&app, "old-token", |r| {
+        r.as_ref().is_err_and(|s| s.code() == Code::Unauthenticated)
+    })
+    .await;
+    println!("reload latency (50 ms poll): {took:?}");
+    until(&app, "new-token", ok).await;
+
+    // A broken file (unknown account) is refused: the new token keeps working throughout
+    // ten poll intervals, measured by the clock, not slept.
+    dir.write(
+        "callers.toml",
+        &caller("ops", "newer-token", &["*"], "account = \"nowhere\""),
+    );
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_millis(500) {
+        until(&app, "new-token", ok).await;
+    }
+    let refused = app
+        .flows()
+        .list_flows(with_token(pb::ListFlowsRequest {}, "newer-token"))
+        .await
+        .expect_err("broken file not applied");
+    assert_eq!(refused.code(), Code::Unauthenticated);
+
+    // Fixing the file applies it.
+    dir.write("callers.toml", &caller("ops", "newer-token", &["*"], ""));
+    until(&app, "newer-token", ok).await;
+    app.shutdown().await;
+}
+
+/// A second sandbox, as a second ITNIO account with its own key and secret.
+async fn spawn_sandbox(key: &str, secret: &str) -> (Sandbox, String, oneshot::Sender<()>) {
+    let mut config = SandboxConfig::new(key, secret);
+    config.speed = 100.0;
+    let sandbox = Sandbox::new(config);
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base_url = format!("http://{}", listener.local_addr().expect("addr"));
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    tokio::spawn(sandbox.clone().serve(listener, async move {
+        let _ = stop_rx.await;
+    }));
+    (sandbox, base_url, stop_tx)
+}
+
+#[tokio::test]
+async fn each_caller_is_routed_to_its_account() {
+    let (brand_b, brand_b_url, _stop_b) = spawn_sandbox("brand-b-key", "brand-b-secret").await;
+    let dir = TempDir::new("accounts");
+    dir.write("brand-b.secret", "brand-b-secret\n");
+    let file = format!(
+        "[[accounts]]\nname = \"brand-b\"\nbase_url = \"{brand_b_url}\"\napi_key = \"brand-b-key\"\napi_secret_file = \"brand-b.secret\"\n\n{}{}",
+        caller("shop-a", "token-a", &["*"], ""),
+        caller("shop-b", "token-b", &["*"], "account = \"brand-b\"")
+    );
+    let path = dir.write("callers.toml", &file);
+    let app = common::spawn_app_custom(|_| {}, |c| use_callers_file(c, &path)).await;
+    let default_account = &app.sandbox;
+
+    // Each sandbox accepts only its own key and secret: an answer proves which key was used.
+    let a_app = create_app(&app, "token-a", "shop-a")
+        .await
+        .expect("on default");
+    assert_eq!(default_account.request_count_for("POST /app/add"), 1);
+    assert_eq!(brand_b.request_count_for("POST /app/add"), 0);
+    let b_app = create_app(&app, "token-b", "shop-b")
+        .await
+        .expect("on brand-b");
+    assert_eq!(default_account.request_count_for("POST /app/add"), 1);
+    assert_eq!(brand_b.request_count_for("POST /app/add"), 1);
+
+    // Sends, record reads and watches follow the caller too.
+    let b_template = create_template(&app, "token-b", &b_app).await;
+    let sent = app
+        .verifications()
+        .send_verification(with_token(send_request(&b_app, &b_template), "token-b"))
+        .await
+        .expect("send on brand-b")
+        .into_inner();
+    assert_eq!(brand_b.request_count_for(SEND), 1);
+    assert_eq!(default_account.request_count_for(SEND), 0);
+    let mut watch = app
+        .records()
+        .watch_record(with_token(
+            pb::WatchRecordRequest {
+                selector: Some(pb::watch_record_request::Selector::VerificationId(
+                    sent.verification_id.clone(),
+                )),
+            },
+            "token-b",
+        ))
+        .await
+        .expect("watch on brand-b")
+        .into_inner();
+    let first = watch.message().await.expect("message").expect("record");
+    assert!(first.record.is_some());
+    assert!(brand_b.request_count_for("GET /verification/record/{verificationId}") >= 1);
+    assert_eq!(
+        default_account.request_count_for("GET /verification/record/{verificationId}"),
+        0
+    );
+    // The same verification id on the other account is another record: not found there.
+    let elsewhere = app
+        .records()
+        .get_record(with_token(
+            pb::GetRecordRequest {
+                verification_id: sent.verification_id,
+            },
+            "token-a",
+        ))
+        .await
+        .expect_err("not on the default account");
+    assert_eq!(elsewhere.code(), Code::NotFound, "{elsewhere:?}");
+    assert_eq!(
+        default_account.request_count_for("GET /verification/record/{verificationId}"),
+        1
+    );
+    assert!(!a_app.is_empty());
+    app.shutdown().await;
+}
+
+/// The real binary in sandbox mode with `envs`, and its stderr lines as they come.
+struct Binary {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Binary {
+    fn command(envs: &[(&str, &str)]) -> std::process::Command {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_itnio-otp-grpc"));
+        for name in [
+            "ITNIO_API_KEY",
+            "ITNIO_API_SECRET",
+            "ITNIO_API_SECRET_FILE",
+            "ITNIO_BASE_URL",
+            "CALLERS_FILE",
+            "ALLOW_UNAUTHENTICATED",
+        ] {
+            command.env_remove(name);
+        }
+        command
+            .env("GRPC_LISTEN_ADDR", "127.0.0.1:0")
+            .env("RUST_LOG", "info")
+            .envs(envs.iter().copied());
+        command
+    }
+
+    fn start(envs: &[(&str, &str)]) -> Self {
+        use std::io::BufRead;
+        let mut child = Self::command(envs)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start binary");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// The first line containing `needle`, within 30 s.
+    fn wait_for(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(error) => panic!("no log line with {needle:?}: {error}"),
+            }
+        }
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_callers_file_of_the_running_binary() {
+    let dir = TempDir::new("sighup");
+    let path = dir.write("callers.toml", &caller("ops", "old-token", &["*"], ""));
+    let binary = Binary::start(&[
+        ("CALLERS_FILE", path.to_str().expect("utf-8")),
+        ("FILE_POLL_INTERVAL", "1h"),
+    ]);
+    let line = binary.wait_for("gRPC server listening");
+    let addr = line
+        .split("addr=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("addr")
+        .parse()
+        .expect("socket addr");
+    let mut flows = itnio_otp_grpc::proto::v1::flow_service_client::FlowServiceClient::new(
+        common::connect(addr).await,
+    );
+    let list = |token: &str| with_token(pb::ListFlowsRequest {}, token);
+    flows
+        .list_flows(list("old-token"))
+        .await
+        .expect("old token");
+
+    dir.write("callers.toml", &caller("ops", "new-token", &["*"], ""));
+    // With an hour between polls, only the signal can make the change visible.
+    let status = std::process::Command::new("sh")
+        .args(["-c", &format!("kill -HUP {}", binary.child.id())])
+        .status()
+        .expect("kill -HUP");
+    assert!(status.success());
+    binary.wait_for("reloaded");
+    flows
+        .list_flows(list("new-token"))
+        .await
+        .expect("new token");
+    let old = flows
+        .list_flows(list("old-token"))
+        .await
+        .expect_err("revoked");
+    assert_eq!(old.code(), Code::Unauthenticated);
+}
+
+#[test]
+fn a_broken_callers_file_or_live_credentials_without_one_exit_64() {
+    let dir = TempDir::new("exit64");
+    let path = dir.write(
+        "callers.toml",
+        &caller("ops", "some-token", &["*"], "account = \"nowhere\""),
+    );
+    let output = Binary::command(&[("CALLERS_FILE", path.to_str().expect("utf-8"))])
+        .output()
+        .expect("run binary");
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("callers[0] \"ops\""), "{stderr}");
+    assert!(stderr.contains("\"nowhere\""), "{stderr}");
+    assert!(!stderr.contains(&sha256_hex("some-token")), "{stderr}");
+
+    let live = [
+        ("ITNIO_API_KEY", "k"),
+        ("ITNIO_API_SECRET", "s"),
+        ("ITNIO_BASE_URL", "http://127.0.0.1:9"),
+    ];
+    let output = Binary::command(&live).output().expect("run binary");
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--allow-unauthenticated"), "{stderr}");
+
+    let mut allowed = live.to_vec();
+    allowed.push(("ALLOW_UNAUTHENTICATED", "true"));
+    let binary = Binary::start(&allowed);
+    let warning = binary.wait_for("CALLERS_FILE");
+    assert!(warning.contains("WARN"), "{warning}");
+    binary.wait_for("gRPC server listening");
+}
