@@ -9,7 +9,7 @@ use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::watch::WatchConfig;
+use crate::{store::StoreConfig, watch::WatchConfig};
 
 /// The ITNIO production base URL.
 pub const DEFAULT_BASE_URL: &str = "https://api.itniotech.com/otp";
@@ -71,6 +71,10 @@ struct ServeArgs {
     /// WatchRecord: how long to wait for a task-flow fallback after every attempt failed.
     #[arg(long, env = "WATCH_FLOW_SETTLE", default_value = "125s", value_parser = humantime::parse_duration)]
     watch_flow_settle: Duration,
+    /// Redis for state shared by replicas (idempotency records, quotas, poll budget), e.g.
+    /// redis://redis:6379/0. Unset: in process memory (one replica).
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    redis_url: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -128,6 +132,8 @@ pub struct ServeConfig {
     pub shutdown_grace: Duration,
     /// How WatchRecord polls.
     pub watch: WatchConfig,
+    /// Where state shared by replicas lives.
+    pub store: StoreConfig,
 }
 
 /// The ITNIO API the service calls.
@@ -203,6 +209,9 @@ pub enum ConfigError {
     /// A poll cap of zero would stop every watch.
     #[error("WATCH_MAX_POLLS_PER_SECOND must be at least 1")]
     ZeroRate,
+    /// `REDIS_URL` does not parse (the message never repeats it: it may hold a password).
+    #[error("{0}")]
+    RedisUrl(String),
     /// A zero duration where one is needed.
     #[error("{0} must be greater than zero")]
     ZeroDuration(&'static str),
@@ -252,12 +261,20 @@ impl ServeArgs {
             flow_settle: self.watch_flow_settle,
             ..WatchConfig::default()
         };
+        let store = match self.redis_url {
+            None => StoreConfig::Memory,
+            Some(url) => {
+                crate::store::check_redis_url(&url).map_err(ConfigError::RedisUrl)?;
+                StoreConfig::Redis { url }
+            }
+        };
         Ok(ServeConfig {
             listen: self.listen,
             upstream,
             upstream_timeout: self.upstream_timeout,
             shutdown_grace: self.shutdown_grace,
             watch,
+            store,
         })
     }
 }
@@ -446,6 +463,22 @@ mod tests {
             parse(&["--watch-max-polls-per-second", "0"]),
             Err(ConfigError::ZeroRate)
         ));
+    }
+
+    #[test]
+    fn redis_url_selects_the_shared_store_and_is_checked() {
+        assert_eq!(serve(&[]).store, StoreConfig::Memory);
+        let config = serve(&["--redis-url", "redis://127.0.0.1:6379/0"]);
+        assert_eq!(
+            config.store,
+            StoreConfig::Redis {
+                url: "redis://127.0.0.1:6379/0".into()
+            }
+        );
+        match parse(&["--redis-url", "http://user:pa55word@redis"]) {
+            Err(ConfigError::RedisUrl(message)) => assert!(!message.contains("pa55word")),
+            other => panic!("expected a REDIS_URL error, got {other:?}"),
+        }
     }
 
     #[test]

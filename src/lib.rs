@@ -10,6 +10,9 @@
 //!  sandbox/*  an emulator of the whole ITNIO OTP API; shares no types with upstream/
 //!  error.rs   the one place upstream and validation failures become gRPC statuses
 //!  caller.rs  who is calling (attached by the auth layer) and on which ITNIO account
+//!  idempotency/  send RPCs deduplicated by request_id (AIP-155), run by service/verifications
+//!  quota.rs   per-caller sends_per_minute
+//!  store/     shared state (idempotency records, quotas, poll budget): memory or Redis
 //!  config.rs  flags + environment, validated before anything listens; main.rs only wires it up
 //! ```
 
@@ -17,9 +20,12 @@ pub mod caller;
 pub mod config;
 pub mod convert;
 pub mod error;
+pub mod idempotency;
 pub mod proto;
+pub mod quota;
 pub mod sandbox;
 pub mod server;
 pub mod service;
+pub mod store;
 pub mod upstream;
 pub mod watch;

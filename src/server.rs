@@ -15,6 +15,7 @@ use tracing::{info, warn};
 
 use crate::{
     config::{ServeConfig, UpstreamTarget},
+    idempotency::Sends,
     proto::{
         self,
         v1::{
@@ -29,6 +30,7 @@ use crate::{
         apps::AppApi, flows::FlowApi, records::RecordApi, templates::TemplateApi,
         verifications::VerificationApi,
     },
+    store,
     upstream::{UpstreamClient, UpstreamConfig},
     watch::{WatchHub, stopped},
 };
@@ -48,6 +50,9 @@ pub enum ServerError {
     /// Reflection descriptors could not be loaded.
     #[error("cannot build the reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The shared state store could not be set up.
+    #[error("cannot set up the shared state store: {0}")]
+    Store(#[from] crate::store::StoreError),
     /// The transport failed.
     #[error("gRPC transport error: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -66,6 +71,8 @@ pub async fn run(
     });
 
     let upstream = connect_upstream(&config, stop_rx.clone()).await?;
+    let store = store::open(&config.store)?;
+    let sends = Sends::new(store, config.upstream_timeout);
     let (health, health_service) = tonic_health::server::health_reporter();
     set_all(&health, ServingStatus::Serving).await;
     let reflection_v1 = reflection_builder().build_v1()?;
@@ -84,6 +91,7 @@ pub async fn run(
         .add_service(FlowServiceServer::new(FlowApi::new(upstream.clone())))
         .add_service(VerificationServiceServer::new(VerificationApi::new(
             upstream.clone(),
+            sends,
         )))
         .add_service(RecordServiceServer::new(RecordApi::new(
             upstream.clone(),

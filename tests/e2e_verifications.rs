@@ -142,6 +142,7 @@ async fn custom_codes_resends_and_conversion_reports() {
         .resend_verification(pb::ResendVerificationRequest {
             verification_id: sent.verification_id.clone(),
             channel: Channel::Sms as i32,
+            ..Default::default()
         })
         .await
         .expect("resend")

@@ -153,6 +153,7 @@ pub fn upstream_config(base_url: &str) -> ServeConfig {
             flow_settle: Duration::from_millis(1500),
             ..WatchConfig::default()
         },
+        store: Default::default(),
     }
 }
 
