@@ -72,7 +72,7 @@ pub async fn run(
 
     let upstream = connect_upstream(&config, stop_rx.clone()).await?;
     let store = store::open(&config.store)?;
-    let sends = Sends::new(store, config.upstream_timeout);
+    let sends = Sends::new(store.clone(), config.upstream_timeout);
     let (health, health_service) = tonic_health::server::health_reporter();
     set_all(&health, ServingStatus::Serving).await;
     let reflection_v1 = reflection_builder().build_v1()?;
@@ -95,7 +95,7 @@ pub async fn run(
         )))
         .add_service(RecordServiceServer::new(RecordApi::new(
             upstream.clone(),
-            WatchHub::new(upstream, config.watch.clone(), stop_rx.clone()),
+            WatchHub::new(upstream, config.watch.clone(), stop_rx.clone(), store),
         )));
 
     let addr = listener.local_addr().map_err(ServerError::Listener)?;

@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::{
     collections::{HashMap, VecDeque},
     net::SocketAddr,
