@@ -303,3 +303,291 @@ fn failed(error: UpstreamError, lookup: &Lookup) -> ServiceError {
         ServiceError::Upstream(error)
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    };
+
+    use super::*;
+    use crate::{
+        proto::v1::SendVerificationResponse,
+        store::{MemoryStore, testing::Down},
+        upstream::Endpoint,
+    };
+
+    const ID: &str = "123e4567-e89b-12d3-a456-426614174000";
+
+    fn attempt(fingerprint: u8, deadline: Option<Duration>) -> SendAttempt {
+        SendAttempt {
+            caller: Caller::anonymous(),
+            request_id: RequestId::parse(ID).unwrap(),
+            fingerprint: [fingerprint; 32],
+            lookup: Lookup::order_id("order-1".into()),
+            deadline,
+        }
+    }
+
+    fn response(id: &str) -> SendVerificationResponse {
+        SendVerificationResponse {
+            verification_id: id.into(),
+            ..Default::default()
+        }
+    }
+
+    /// A send that counts its calls and answers `result`.
+    fn counted(
+        calls: &Arc<AtomicU32>,
+        result: Result<SendVerificationResponse, UpstreamError>,
+    ) -> impl Future<Output = Result<SendVerificationResponse, UpstreamError>> + Send + 'static
+    {
+        let calls = Arc::clone(calls);
+        async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+            result
+        }
+    }
+
+    fn timeout() -> UpstreamError {
+        UpstreamError::Timeout {
+            endpoint: Endpoint::VerificationSend,
+        }
+    }
+
+    fn refused() -> UpstreamError {
+        UpstreamError::Rejected {
+            endpoint: Endpoint::VerificationSend,
+            status: -27,
+            reason: "limit".into(),
+        }
+    }
+
+    fn sends(store: SharedStore) -> Sends {
+        Sends::new(store, Duration::from_secs(5))
+    }
+
+    fn send_error(result: Result<SendVerificationResponse, ServiceError>) -> SendError {
+        match result {
+            Err(ServiceError::Send(error)) => error,
+            other => panic!("expected a send error, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_success_is_replayed_and_a_different_request_is_refused() {
+        let sends = sends(Arc::new(MemoryStore::default()));
+        let calls = Arc::new(AtomicU32::new(0));
+        let first = sends
+            .run(attempt(1, None), counted(&calls, Ok(response("v1"))))
+            .await
+            .unwrap();
+        let again = sends
+            .run(attempt(1, None), counted(&calls, Ok(response("v2"))))
+            .await
+            .unwrap();
+        assert_eq!(again, first);
+        let other = sends
+            .run(attempt(2, None), counted(&calls, Ok(response("v3"))))
+            .await;
+        assert!(matches!(
+            send_error(other),
+            SendError::RequestIdReused { .. }
+        ));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_maybe_processed_failure_is_never_sent_again() {
+        let sends = sends(Arc::new(MemoryStore::default()));
+        let calls = Arc::new(AtomicU32::new(0));
+        let first = sends
+            .run(attempt(1, None), counted(&calls, Err(timeout())))
+            .await;
+        match first {
+            Err(ServiceError::UncertainSend { lookup, .. }) => assert_eq!(lookup.value, "order-1"),
+            other => panic!("expected an uncertain send, got {other:?}"),
+        }
+        let retry = sends
+            .run(attempt(1, None), counted(&calls, Ok(response("v"))))
+            .await;
+        match send_error(retry) {
+            SendError::OutcomeUnknown { request_id, lookup } => {
+                assert_eq!(request_id, ID);
+                assert_eq!(lookup, Lookup::order_id("order-1".into()));
+            }
+            other => panic!("expected outcome unknown, got {other:?}"),
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_refusal_releases_the_id() {
+        let sends = sends(Arc::new(MemoryStore::default()));
+        let calls = Arc::new(AtomicU32::new(0));
+        let first = sends
+            .run(attempt(1, None), counted(&calls, Err(refused())))
+            .await;
+        assert!(matches!(first, Err(ServiceError::Upstream(_))));
+        sends
+            .run(attempt(1, None), counted(&calls, Ok(response("v"))))
+            .await
+            .unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_repeat_waits_for_the_first_attempt_within_its_deadline() {
+        let sends = sends(Arc::new(MemoryStore::default()));
+        let calls = Arc::new(AtomicU32::new(0));
+        let slow = {
+            let calls = Arc::clone(&calls);
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                Ok(response("v1"))
+            }
+        };
+        let first = tokio::spawn({
+            let sends = sends.clone();
+            async move { sends.run(attempt(1, None), slow).await }
+        });
+        tokio::task::yield_now().await;
+        let started = Instant::now();
+        let impatient = sends
+            .run(
+                attempt(1, Some(Duration::from_secs(1))),
+                counted(&calls, Ok(response("v2"))),
+            )
+            .await;
+        assert!(matches!(
+            send_error(impatient),
+            SendError::RequestInProgress { .. }
+        ));
+        assert!(started.elapsed() <= Duration::from_secs(1));
+        let patient = sends
+            .run(
+                attempt(1, Some(Duration::from_secs(5))),
+                counted(&calls, Ok(response("v3"))),
+            )
+            .await
+            .unwrap();
+        assert_eq!(patient, first.await.unwrap().unwrap());
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn an_ended_lease_reads_as_an_unknown_outcome() {
+        // A replica that died mid-call leaves an in-flight record whose lease has ended.
+        let store: SharedStore = Arc::new(MemoryStore::default());
+        let key = Key::new("idem", &[Caller::anonymous().name(), ID]);
+        let stale = Record {
+            fingerprint: vec![1; 32],
+            stage: Stage::InFlight as i32,
+            lease_until_ms: now_ms() - 1,
+            lookup_field: "order_id".into(),
+            lookup_value: "order-1".into(),
+            response: Vec::new(),
+        };
+        store
+            .put(&key, &stale.encode_to_vec(), RECORD_TTL, Put::Always)
+            .await
+            .unwrap();
+        let calls = Arc::new(AtomicU32::new(0));
+        let retry = sends(store.clone())
+            .run(attempt(1, None), counted(&calls, Ok(response("v"))))
+            .await;
+        assert!(matches!(
+            send_error(retry),
+            SendError::OutcomeUnknown { .. }
+        ));
+        // So does a record this replica cannot read.
+        store
+            .put(&key, b"\xff\xff", RECORD_TTL, Put::Always)
+            .await
+            .unwrap();
+        let retry = sends(store)
+            .run(attempt(1, None), counted(&calls, Ok(response("v"))))
+            .await;
+        assert!(matches!(
+            send_error(retry),
+            SendError::OutcomeUnknown { .. }
+        ));
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_caller_still_settles_the_record() {
+        let sends = sends(Arc::new(MemoryStore::default()));
+        let calls = Arc::new(AtomicU32::new(0));
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let gated = {
+            let calls = Arc::clone(&calls);
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                let _ = released.await;
+                Ok(response("v1"))
+            }
+        };
+        let first = tokio::spawn({
+            let sends = sends.clone();
+            async move { sends.run(attempt(1, None), gated).await }
+        });
+        while calls.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        first.abort();
+        let _ = first.await;
+        release.send(()).unwrap();
+        let replay = sends
+            .run(
+                attempt(1, Some(Duration::from_secs(5))),
+                counted(&calls, Ok(response("v2"))),
+            )
+            .await
+            .unwrap();
+        assert_eq!(replay, response("v1"));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn without_the_store_sends_fail_closed() {
+        let sends = sends(Arc::new(Down));
+        let calls = Arc::new(AtomicU32::new(0));
+        for request in [
+            attempt(1, None),
+            SendAttempt {
+                request_id: None,
+                ..attempt(1, None)
+            },
+        ] {
+            let result = sends.run(request, counted(&calls, Ok(response("v")))).await;
+            assert!(matches!(send_error(result), SendError::StateUnavailable(_)));
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn fingerprints_and_order_ids() {
+        let a = SendVerificationResponse::default();
+        let b = response("x");
+        assert_eq!(fingerprint("M", &a), fingerprint("M", &a));
+        assert_ne!(fingerprint("M", &a), fingerprint("M", &b));
+        assert_ne!(fingerprint("M", &a), fingerprint("N", &a));
+        let id = RequestId::parse(ID).unwrap().unwrap();
+        let caller = Caller::anonymous();
+        let derived = generated_order_id(&caller, Some(&id));
+        assert_eq!(derived, generated_order_id(&caller, Some(&id)));
+        assert_ne!(
+            derived,
+            generated_order_id(&Caller::new("other", "default"), Some(&id))
+        );
+        assert_eq!(derived.len(), 36);
+        assert_ne!(
+            generated_order_id(&caller, None),
+            generated_order_id(&caller, None)
+        );
+    }
+}

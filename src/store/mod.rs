@@ -119,6 +119,32 @@ pub fn open(config: &StoreConfig) -> Result<SharedStore, StoreError> {
     })
 }
 
+/// Stores for unit tests of the store's users.
+#[cfg(test)]
+pub mod testing {
+    use super::*;
+
+    /// A store that is down: every operation fails, as with Redis unreachable.
+    #[derive(Debug)]
+    pub struct Down;
+
+    #[tonic::async_trait]
+    impl Store for Down {
+        async fn get(&self, _: &Key) -> Result<Option<Vec<u8>>, StoreError> {
+            Err(StoreError("down".into()))
+        }
+        async fn put(&self, _: &Key, _: &[u8], _: Duration, _: Put) -> Result<bool, StoreError> {
+            Err(StoreError("down".into()))
+        }
+        async fn delete(&self, _: &Key) -> Result<(), StoreError> {
+            Err(StoreError("down".into()))
+        }
+        async fn increment(&self, _: &Key, _: Duration) -> Result<WindowCount, StoreError> {
+            Err(StoreError("down".into()))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -136,6 +136,44 @@ mod tests {
     }
 
     #[test]
+    fn only_failures_after_sending_may_have_been_processed() {
+        let endpoint = Endpoint::VerificationSend;
+        let maybe = [
+            UpstreamError::Timeout { endpoint },
+            UpstreamError::Interrupted {
+                endpoint,
+                detail: "reset".into(),
+            },
+            UpstreamError::Http {
+                endpoint,
+                status: 500,
+            },
+            UpstreamError::Decode {
+                endpoint,
+                detail: "truncated".into(),
+            },
+        ];
+        assert!(maybe.iter().all(UpstreamError::may_have_been_processed));
+        let not = [
+            UpstreamError::Connect {
+                endpoint,
+                detail: "refused".into(),
+            },
+            UpstreamError::Http {
+                endpoint,
+                status: 499,
+            },
+            UpstreamError::Rejected {
+                endpoint,
+                status: -27,
+                reason: "limit".into(),
+            },
+        ];
+        assert!(!not.iter().any(UpstreamError::may_have_been_processed));
+        assert_eq!(maybe[1].endpoint(), endpoint);
+    }
+
+    #[test]
     fn sanitized_serde_errors_do_not_echo_values() {
         let err = serde_json::from_str::<i32>(r#""9990012345""#).expect_err("string is no i32");
         let s = sanitize_json_error(&err);

@@ -92,7 +92,7 @@ async fn refill(tokens: Weak<Semaphore>, per_second: u32, burst: usize) {
 mod tests {
     use super::*;
 
-    use crate::store::{MemoryStore, Store, StoreError, WindowCount};
+    use crate::store::{MemoryStore, testing::Down};
 
     fn memory() -> SharedStore {
         Arc::new(MemoryStore::default())
@@ -164,32 +164,6 @@ mod tests {
             "{total} polls in {:?}",
             started.elapsed()
         );
-    }
-
-    /// A store that is down.
-    #[derive(Debug)]
-    struct Down;
-
-    #[tonic::async_trait]
-    impl Store for Down {
-        async fn get(&self, _: &Key) -> Result<Option<Vec<u8>>, StoreError> {
-            Err(StoreError("down".into()))
-        }
-        async fn put(
-            &self,
-            _: &Key,
-            _: &[u8],
-            _: Duration,
-            _: crate::store::Put,
-        ) -> Result<bool, StoreError> {
-            Err(StoreError("down".into()))
-        }
-        async fn delete(&self, _: &Key) -> Result<(), StoreError> {
-            Err(StoreError("down".into()))
-        }
-        async fn increment(&self, _: &Key, _: Duration) -> Result<WindowCount, StoreError> {
-            Err(StoreError("down".into()))
-        }
     }
 
     #[tokio::test(start_paused = true)]
