@@ -7,7 +7,7 @@ mod faults;
 use std::{num::NonZeroU32, sync::Arc, time::Duration};
 
 use common::TEST_NUMBER;
-use faults::{Fault, FaultProxy, SEND};
+use faults::{Fault, FaultProxy, SEND, app_and_template, sandbox_behind_proxy};
 use itnio_otp_grpc::{
     caller::Caller,
     idempotency::Sends,
@@ -16,12 +16,11 @@ use itnio_otp_grpc::{
         verification_service_client::VerificationServiceClient,
         verification_service_server::VerificationService,
     },
-    sandbox::{Sandbox, SandboxConfig},
+    sandbox::Sandbox,
     service::verifications::VerificationApi,
     store::MemoryStore,
     upstream::{UpstreamClient, UpstreamConfig},
 };
-use tokio::net::TcpListener;
 use tonic::{Code, Request, Status, transport::Channel};
 use tonic_types::StatusExt;
 
@@ -73,44 +72,6 @@ impl Rig {
             .await
             .map(tonic::Response::into_inner)
     }
-}
-
-/// A sandbox (time sped up) on port 0 and a fault proxy in front of it.
-pub async fn sandbox_behind_proxy() -> (Sandbox, FaultProxy) {
-    let mut config = SandboxConfig::new(common::API_KEY, common::API_SECRET);
-    config.speed = 100.0;
-    let sandbox = Sandbox::new(config);
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let sandbox_url = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(sandbox.clone().serve(listener, std::future::pending()));
-    (sandbox, FaultProxy::start(sandbox_url).await)
-}
-
-async fn app_and_template(channel: &Channel) -> (String, String) {
-    let app = pb::app_service_client::AppServiceClient::new(channel.clone())
-        .create_app(pb::CreateAppRequest {
-            name: "idem-app".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("create app")
-        .into_inner()
-        .app
-        .expect("app");
-    let template = pb::template_service_client::TemplateServiceClient::new(channel.clone())
-        .create_template(pb::CreateTemplateRequest {
-            app_id: app.app_id.clone(),
-            name: "idem-tpl".into(),
-            text: "##code## is your code".into(),
-            code_length: Some(4),
-            ..Default::default()
-        })
-        .await
-        .expect("create template")
-        .into_inner()
-        .template
-        .expect("template");
-    (app.app_id, template.template_id)
 }
 
 fn send_request(app_id: &str, template_id: &str, request_id: &str) -> pb::SendVerificationRequest {

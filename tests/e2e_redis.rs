@@ -8,8 +8,9 @@ use std::{num::NonZeroU32, sync::Arc, time::Duration};
 
 use common::TEST_NUMBER;
 use faults::{
-    Fault, FaultProxy, SEND,
+    Fault, FaultProxy, SEND, app_and_template,
     redis::{RedisServer, Replica},
+    sandbox_behind_proxy,
 };
 use itnio_otp_grpc::{
     caller::Caller,
@@ -19,24 +20,12 @@ use itnio_otp_grpc::{
         verification_service_client::VerificationServiceClient,
     },
     quota::SendQuota,
-    sandbox::{Sandbox, SandboxConfig},
     store::{Key, MemoryStore, Put, RedisStore, SharedStore, Store},
 };
-use tokio::net::TcpListener;
 use tonic::{Code, Request, Status, transport::Channel};
 use tonic_types::StatusExt;
 
 const LONG: Duration = Duration::from_secs(10);
-
-async fn sandbox_behind_proxy() -> (Sandbox, FaultProxy) {
-    let mut config = SandboxConfig::new(common::API_KEY, common::API_SECRET);
-    config.speed = 100.0;
-    let sandbox = Sandbox::new(config);
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let sandbox_url = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(sandbox.clone().serve(listener, std::future::pending()));
-    (sandbox, FaultProxy::start(sandbox_url).await)
-}
 
 struct Client {
     channel: Channel,
@@ -107,33 +96,6 @@ impl Cluster {
             ..Default::default()
         }
     }
-}
-
-async fn app_and_template(channel: &Channel) -> (String, String) {
-    let app = pb::app_service_client::AppServiceClient::new(channel.clone())
-        .create_app(pb::CreateAppRequest {
-            name: "replicas-app".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("create app")
-        .into_inner()
-        .app
-        .expect("app");
-    let template = pb::template_service_client::TemplateServiceClient::new(channel.clone())
-        .create_template(pb::CreateTemplateRequest {
-            app_id: app.app_id.clone(),
-            name: "replicas-tpl".into(),
-            text: "##code## is your code".into(),
-            code_length: Some(4),
-            ..Default::default()
-        })
-        .await
-        .expect("create template")
-        .into_inner()
-        .template
-        .expect("template");
-    (app.app_id, template.template_id)
 }
 
 fn reason(status: &Status) -> String {
