@@ -407,16 +407,27 @@ mod tests {
             .run(attempt(1, None), counted(&calls, Err(timeout())))
             .await;
         match first {
-            Err(ServiceError::UncertainSend { lookup, .. }) => assert_eq!(lookup.value, "order-1"),
+            Err(ServiceError::UncertainSend { lookup, .. }) => {
+                assert_eq!(
+                    (lookup.field, lookup.value.as_str()),
+                    ("order_id", "order-1")
+                );
+            }
             other => panic!("expected an uncertain send, got {other:?}"),
         }
-        let retry = sends
-            .run(attempt(1, None), counted(&calls, Ok(response("v"))))
-            .await;
+        // The record, not the retry, says which order id to look up.
+        let retry = SendAttempt {
+            lookup: Lookup::order_id("order-2".into()),
+            ..attempt(1, None)
+        };
+        let retry = sends.run(retry, counted(&calls, Ok(response("v")))).await;
         match send_error(retry) {
             SendError::OutcomeUnknown { request_id, lookup } => {
                 assert_eq!(request_id, ID);
-                assert_eq!(lookup, Lookup::order_id("order-1".into()));
+                assert_eq!(
+                    (lookup.field, lookup.value.as_str()),
+                    ("order_id", "order-1")
+                );
             }
             other => panic!("expected outcome unknown, got {other:?}"),
         }
@@ -567,6 +578,63 @@ mod tests {
             assert!(matches!(send_error(result), SendError::StateUnavailable(_)));
         }
         assert_eq!(calls.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_id_is_remembered_for_a_day() {
+        let sends = sends(Arc::new(MemoryStore::default()));
+        let calls = Arc::new(AtomicU32::new(0));
+        let first = sends
+            .run(attempt(1, None), counted(&calls, Ok(response("v1"))))
+            .await
+            .unwrap();
+        tokio::time::advance(RECORD_TTL - Duration::from_secs(1)).await;
+        let replay = sends
+            .run(attempt(1, None), counted(&calls, Ok(response("v2"))))
+            .await
+            .unwrap();
+        assert_eq!(replay, first);
+        assert_eq!(RECORD_TTL, Duration::from_secs(24 * 3600));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let later = sends
+            .run(attempt(1, None), counted(&calls, Ok(response("v3"))))
+            .await
+            .unwrap();
+        assert_eq!(later, response("v3"));
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quota_refusal_releases_the_id() {
+        let sends = sends(Arc::new(MemoryStore::default()));
+        let calls = Arc::new(AtomicU32::new(0));
+        let limited = Caller::anonymous().with_sends_per_minute(std::num::NonZeroU32::MIN);
+        let as_limited = |fingerprint| SendAttempt {
+            caller: limited.clone(),
+            ..attempt(fingerprint, Some(Duration::from_secs(1)))
+        };
+        let other_id = SendAttempt {
+            request_id: RequestId::parse("223e4567-e89b-12d3-a456-426614174000").unwrap(),
+            ..as_limited(1)
+        };
+        sends
+            .run(other_id, counted(&calls, Ok(response("v1"))))
+            .await
+            .unwrap();
+        let refused = sends
+            .run(as_limited(1), counted(&calls, Ok(response("v2"))))
+            .await;
+        assert!(matches!(
+            send_error(refused),
+            SendError::CallerRateExceeded { .. }
+        ));
+        tokio::time::advance(crate::quota::WINDOW).await;
+        let sent = sends
+            .run(as_limited(1), counted(&calls, Ok(response("v3"))))
+            .await
+            .unwrap();
+        assert_eq!(sent, response("v3"));
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 
     #[test]
