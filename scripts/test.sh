@@ -14,6 +14,14 @@ cargo fmt --all -- --check
 step "cargo clippy (warnings are errors)"
 cargo clippy --all-targets --locked -- -D warnings
 
+step "redis-server (the shared-state tests start their own, on a free loopback port)"
+if ! command -v redis-server >/dev/null; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends redis-server
+fi
+redis-server --version
+
 step "cargo test (unit + end-to-end)"
 cargo test --all-targets --locked
 

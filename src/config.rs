@@ -19,6 +19,7 @@ use tokio_rustls::rustls::ServerConfig;
 use crate::{
     auth::{CallersFile, CallersFileError},
     reload::Loaded,
+    store::StoreConfig,
     tls::{TlsError, TlsFiles},
     watch::WatchConfig,
 };
@@ -128,6 +129,10 @@ struct ServeArgs {
     /// WatchRecord: how long to wait for a task-flow fallback after every attempt failed.
     #[arg(long, env = "WATCH_FLOW_SETTLE", default_value = "125s", value_parser = humantime::parse_duration)]
     watch_flow_settle: Duration,
+    /// Redis for state shared by replicas (idempotency records, quotas, poll budget), e.g.
+    /// redis://redis:6379/0. Unset: in process memory (one replica).
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    redis_url: Option<String>,
     #[command(flatten)]
     security: SecurityArgs,
 }
@@ -228,6 +233,8 @@ pub struct ServeConfig {
     pub watch: WatchConfig,
     /// Callers file, TLS, health port.
     pub security: SecurityConfig,
+    /// Where state shared by replicas lives.
+    pub store: StoreConfig,
 }
 
 /// Who may call and over what, loaded and checked before anything listens.
@@ -355,6 +362,9 @@ pub enum ConfigError {
     /// A cap of zero would keep nothing.
     #[error("{0} must be at least 1")]
     ZeroCap(&'static str),
+    /// `REDIS_URL` does not parse (the message never repeats it: it may hold a password).
+    #[error("{0}")]
+    RedisUrl(String),
     /// A zero duration where one is needed.
     #[error("{0} must be greater than zero")]
     ZeroDuration(&'static str),
@@ -454,6 +464,13 @@ impl ServeArgs {
             flow_settle: self.watch_flow_settle,
             ..WatchConfig::default()
         };
+        let store = match self.redis_url {
+            None => StoreConfig::Memory,
+            Some(url) => {
+                crate::store::check_redis_url(&url).map_err(ConfigError::RedisUrl)?;
+                StoreConfig::Redis { url }
+            }
+        };
         let security = self.security.into_config(&upstream)?;
         Ok(ServeConfig {
             listen: self.listen,
@@ -462,6 +479,7 @@ impl ServeArgs {
             upstream_timeout: self.upstream_timeout,
             shutdown_grace: self.shutdown_grace,
             watch,
+            store,
             security,
         })
     }
@@ -825,6 +843,22 @@ mod tests {
             parse(&["--watch-max-polls-per-second", "0"]),
             Err(ConfigError::ZeroRate)
         ));
+    }
+
+    #[test]
+    fn redis_url_selects_the_shared_store_and_is_checked() {
+        assert_eq!(serve(&[]).store, StoreConfig::Memory);
+        let config = serve(&["--redis-url", "redis://127.0.0.1:6379/0"]);
+        assert_eq!(
+            config.store,
+            StoreConfig::Redis {
+                url: "redis://127.0.0.1:6379/0".into()
+            }
+        );
+        match parse(&["--redis-url", "http://user:pa55word@redis"]) {
+            Err(ConfigError::RedisUrl(message)) => assert!(!message.contains("pa55word")),
+            other => panic!("expected a REDIS_URL error, got {other:?}"),
+        }
     }
 
     #[test]

@@ -14,6 +14,8 @@ use tonic_types::{ErrorDetails, StatusExt};
 use crate::{
     accounts::UnknownAccount,
     auth::AuthError,
+    idempotency::Lookup,
+    store::StoreError,
     upstream::{UpstreamError, UpstreamStatus},
 };
 
@@ -38,6 +40,55 @@ pub enum ServiceError {
     /// The upstream call failed or was refused.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    /// A send failed in a way that may still have sent a code; `lookup` finds it.
+    #[error("{error} (outcome unknown)")]
+    UncertainSend {
+        /// What went wrong.
+        error: UpstreamError,
+        /// How to look the send up.
+        lookup: Lookup,
+    },
+    /// A send refused by its idempotency record, its quota or the shared store.
+    #[error(transparent)]
+    Send(#[from] SendError),
+}
+
+/// Why a send was refused before (or instead of) calling ITNIO.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The shared state store (Redis) cannot be reached: sends fail closed.
+    #[error(transparent)]
+    StateUnavailable(#[from] StoreError),
+    /// The request id was used before by this caller for a different request.
+    #[error("request id reused for a different request")]
+    RequestIdReused {
+        /// The id.
+        request_id: String,
+    },
+    /// An earlier attempt with this request id may have been processed; it is never resent.
+    #[error("an earlier attempt's outcome is unknown")]
+    OutcomeUnknown {
+        /// The id.
+        request_id: String,
+        /// How to look the send up.
+        lookup: Lookup,
+    },
+    /// The first attempt with this request id is still running past the repeat's deadline.
+    #[error("the first attempt is still in progress")]
+    RequestInProgress {
+        /// The id.
+        request_id: String,
+    },
+    /// The caller went past its `sends_per_minute`.
+    #[error("caller send rate exceeded")]
+    CallerRateExceeded {
+        /// The caller's name.
+        caller: String,
+        /// Its limit per minute.
+        limit: u32,
+        /// When the window resets.
+        retry_after: Duration,
+    },
 }
 
 /// How one upstream business status is presented.
@@ -86,14 +137,88 @@ impl From<ServiceError> for Status {
     fn from(error: ServiceError) -> Self {
         match error {
             ServiceError::InvalidArgument(violations) => invalid_argument(&violations),
-            ServiceError::Upstream(error) => upstream_status(&error),
+            ServiceError::Upstream(error) => upstream_status(&error, None),
+            ServiceError::UncertainSend { error, lookup } => upstream_status(&error, Some(&lookup)),
+            ServiceError::Send(error) => send_status(error),
         }
     }
 }
 
+/// The statuses of idempotent sends, quotas and the shared store.
+fn send_status(error: SendError) -> Status {
+    let mut details = ErrorDetails::new();
+    let mut metadata = HashMap::new();
+    let (code, reason, message) = match error {
+        SendError::StateUnavailable(_) => {
+            details.set_retry_info(Some(Duration::from_secs(1)));
+            (
+                Code::Unavailable,
+                "STATE_STORE_UNAVAILABLE",
+                "the shared state store is unavailable; nothing was sent".to_owned(),
+            )
+        }
+        SendError::RequestIdReused { request_id } => {
+            metadata.insert("request_id".to_owned(), request_id);
+            (
+                Code::FailedPrecondition,
+                "REQUEST_ID_REUSED",
+                "this request_id was already used for a different request; use a new request_id"
+                    .to_owned(),
+            )
+        }
+        SendError::OutcomeUnknown { request_id, lookup } => {
+            metadata.insert("request_id".to_owned(), request_id);
+            metadata.insert(lookup.field.to_owned(), lookup.value);
+            let message = format!(
+                "an earlier attempt with this request_id may have been sent and will not be sent \
+                 again; look the verification up by the {} in this error's metadata",
+                lookup.field
+            );
+            (Code::FailedPrecondition, "OUTCOME_UNKNOWN", message)
+        }
+        SendError::RequestInProgress { request_id } => {
+            metadata.insert("request_id".to_owned(), request_id);
+            details.set_retry_info(Some(Duration::from_secs(1)));
+            (
+                Code::Aborted,
+                "REQUEST_IN_PROGRESS",
+                "the first attempt with this request_id is still in progress; retry with the \
+                 same request_id"
+                    .to_owned(),
+            )
+        }
+        SendError::CallerRateExceeded {
+            caller,
+            limit,
+            retry_after,
+        } => {
+            metadata.insert("caller".to_owned(), caller.clone());
+            metadata.insert("sends_per_minute".to_owned(), limit.to_string());
+            details.add_quota_failure_violation(
+                format!("caller:{caller}"),
+                format!("at most {limit} sends per minute"),
+            );
+            details.set_retry_info(Some(retry_after));
+            (
+                Code::ResourceExhausted,
+                "CALLER_SEND_RATE_EXCEEDED",
+                format!("this caller may send at most {limit} codes per minute"),
+            )
+        }
+    };
+    details.set_error_info(reason, ERROR_DOMAIN, metadata);
+    Status::with_error_details(code, message, details)
+}
+
 impl From<UpstreamError> for Status {
     fn from(error: UpstreamError) -> Self {
-        upstream_status(&error)
+        upstream_status(&error, None)
+    }
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(error: StoreError) -> Self {
+        Self::Send(SendError::StateUnavailable(error))
     }
 }
 
@@ -109,9 +234,13 @@ fn invalid_argument(violations: &[FieldViolation]) -> Status {
     Status::with_error_details(Code::InvalidArgument, message, details)
 }
 
-fn upstream_status(error: &UpstreamError) -> Status {
+/// `lookup` names a send that may have been processed, so the caller can find it.
+fn upstream_status(error: &UpstreamError, lookup: Option<&Lookup>) -> Status {
     let endpoint = error.endpoint().as_str();
     let mut metadata = HashMap::from([("endpoint".to_owned(), endpoint.to_owned())]);
+    if let Some(lookup) = lookup {
+        metadata.insert(lookup.field.to_owned(), lookup.value.clone());
+    }
     let mut details = ErrorDetails::new();
     let (code, reason, message) = match error {
         UpstreamError::Rejected { status, reason, .. } => {
@@ -143,6 +272,16 @@ fn upstream_status(error: &UpstreamError) -> Status {
                 Code::Unavailable,
                 "UPSTREAM_UNREACHABLE",
                 "ITNIO could not be reached".to_owned(),
+            )
+        }
+        UpstreamError::Interrupted { .. } => {
+            details.set_retry_info(Some(Duration::from_secs(1)));
+            (
+                Code::Unavailable,
+                "UPSTREAM_CONNECTION_LOST",
+                "the connection to ITNIO failed after the request was sent; it may have been \
+                 processed"
+                    .to_owned(),
             )
         }
         UpstreamError::Http { status, .. } => {

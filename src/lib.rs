@@ -15,6 +15,9 @@
 //!  accounts.rs  the ITNIO accounts by name: each call goes to its caller's account
 //!  tls.rs     rustls for the gRPC port (optionally mTLS), certificates reloaded on change
 //!  reload.rs  hot-swapped configuration: SIGHUP or a file change, a broken file keeps the old one
+//!  idempotency/  send RPCs deduplicated by request_id (AIP-155), run by service/verifications
+//!  quota.rs   per-caller sends_per_minute
+//!  store/     shared state (idempotency records, quotas, poll budget): memory or Redis
 //!  config.rs  flags + environment, validated before anything listens; main.rs only wires it up
 //! ```
 
@@ -24,11 +27,14 @@ pub mod caller;
 pub mod config;
 pub mod convert;
 pub mod error;
+pub mod idempotency;
 pub mod proto;
+pub mod quota;
 pub mod reload;
 pub mod sandbox;
 pub mod server;
 pub mod service;
+pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;

@@ -26,6 +26,7 @@ use crate::{
     accounts::Accounts,
     auth::{self, AuthLayer},
     config::{Mode, ServeConfig, UpstreamTarget},
+    idempotency::Sends,
     proto::{
         self,
         v1::{
@@ -40,6 +41,7 @@ use crate::{
         apps::AppApi, flows::FlowApi, records::RecordApi, templates::TemplateApi,
         verifications::VerificationApi,
     },
+    store,
     telemetry::{self, RpcLayer},
     tls,
     upstream::{UpstreamClient, UpstreamConfig},
@@ -71,6 +73,9 @@ pub enum ServerError {
     /// Reflection descriptors could not be loaded.
     #[error("cannot build the reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The shared state store could not be set up.
+    #[error("cannot set up the shared state store: {0}")]
+    Store(#[from] crate::store::StoreError),
     /// The transport failed.
     #[error("gRPC transport error: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -150,6 +155,8 @@ pub async fn serve(
         None => None,
     };
     let (upstream, sandbox) = connect_upstream(&config, &after_drain).await?;
+    let store = store::open(&config.store)?;
+    let sends = Sends::new(store.clone(), config.upstream_timeout);
     let security = &config.security;
     let accounts = Accounts::new(upstream);
     let access = auth::start(
@@ -184,10 +191,11 @@ pub async fn serve(
         .add_service(FlowServiceServer::new(FlowApi::new(accounts.clone())))
         .add_service(VerificationServiceServer::new(VerificationApi::new(
             accounts.clone(),
+            sends,
         )))
         .add_service(RecordServiceServer::new(RecordApi::new(
             accounts,
-            WatchHub::new(config.watch.clone(), stop_rx.clone()),
+            WatchHub::new(config.watch.clone(), stop_rx.clone(), store),
         )));
 
     let health_port = listeners

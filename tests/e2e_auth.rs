@@ -455,11 +455,13 @@ impl Binary {
             "ITNIO_BASE_URL",
             "CALLERS_FILE",
             "ALLOW_UNAUTHENTICATED",
+            "ITNIO_MODE",
         ] {
             command.env_remove(name);
         }
         command
             .env("GRPC_LISTEN_ADDR", "127.0.0.1:0")
+            .env("METRICS_LISTEN_ADDR", "127.0.0.1:0")
             .env("RUST_LOG", "info")
             .envs(envs.iter().copied());
         command

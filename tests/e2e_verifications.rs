@@ -151,6 +151,7 @@ async fn custom_codes_resends_and_conversion_reports() {
         .resend_verification(pb::ResendVerificationRequest {
             verification_id: sent.verification_id.clone(),
             channel: Channel::Sms as i32,
+            ..Default::default()
         })
         .await
         .expect("resend")
@@ -293,6 +294,7 @@ async fn sends_reach_the_upstream_with_every_field() {
             phone_number: "+91 856 321 412".into(),
             channel: Channel::Sna as i32,
             order_id: "order-1".into(),
+            ..Default::default()
         })
         .await
         .expect("send custom code")

@@ -19,6 +19,7 @@ use prost_types::Timestamp;
 
 use crate::{
     error::{FieldViolation, ServiceError},
+    idempotency::RequestId,
     proto::v1::Channel,
 };
 
@@ -128,6 +129,13 @@ impl Violations {
             self.add(field, "must be at most 64 characters");
         }
         Some(value.to_owned())
+    }
+
+    /// Checks an optional AIP-155 request id: a UUID, or empty for none.
+    pub fn request_id(&mut self, field: &str, value: &str) {
+        if let Err(description) = RequestId::parse(value) {
+            self.add(field, description);
+        }
     }
 
     /// Maps a proto channel to the wire name; `allowed` lists what this field takes.

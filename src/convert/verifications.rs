@@ -28,7 +28,7 @@ pub struct Sent {
 macro_rules! send_body {
     ($v:expr, $req:expr, template_id: $template_id:expr, code: $code:expr $(,)?) => {{
         $v.text("app_id", &$req.app_id, 4..=32);
-        wire::SendRequest {
+        let body = wire::SendRequest {
             app_id: $req.app_id.clone(),
             template_id: $template_id,
             code: $code,
@@ -38,7 +38,9 @@ macro_rules! send_body {
                 .unwrap_or_default(),
             channel: $v.channel("channel", $req.channel, SEND_CHANNELS),
             order_id: $v.order_id("order_id", &$req.order_id),
-        }
+        };
+        $v.request_id("request_id", &$req.request_id);
+        body
     }};
 }
 
@@ -77,6 +79,7 @@ pub fn resend_request(
         verification_id: req.verification_id.clone(),
         channel: v.channel("channel", req.channel, SEND_CHANNELS),
     };
+    v.request_id("request_id", &req.request_id);
     v.finish(body)
 }
 
@@ -239,6 +242,7 @@ mod tests {
             phone_number: "12345".into(),
             channel: 42,
             order_id: "x".repeat(65),
+            request_id: "not-a-uuid".into(),
         })
         .expect_err("invalid");
         assert_eq!(
@@ -249,9 +253,17 @@ mod tests {
                 "flow_id",
                 "phone_number",
                 "channel",
-                "order_id"
+                "order_id",
+                "request_id"
             ]
         );
+        let resend = resend_request(&pb::ResendVerificationRequest {
+            verification_id: "22206051443051000003".into(),
+            channel: 0,
+            request_id: "123e4567".into(),
+        })
+        .expect_err("invalid request id");
+        assert_eq!(fields(resend), ["request_id"]);
     }
 
     #[test]
@@ -264,6 +276,7 @@ mod tests {
             phone_number: "+91 856 321 412".into(),
             channel: pb::Channel::Sna as i32,
             order_id: "o".repeat(64),
+            ..Default::default()
         })
         .expect("valid");
         assert_eq!(
@@ -385,6 +398,7 @@ mod tests {
         let body = resend_request(&pb::ResendVerificationRequest {
             verification_id: "22206051443051000003".into(),
             channel: pb::Channel::Call as i32,
+            ..Default::default()
         })
         .expect("valid");
         assert_eq!(
@@ -397,6 +411,7 @@ mod tests {
         let err = resend_request(&pb::ResendVerificationRequest {
             verification_id: " ".into(),
             channel: 9,
+            ..Default::default()
         })
         .expect_err("invalid");
         assert_eq!(fields(err), ["verification_id", "channel"]);

@@ -369,18 +369,25 @@ fn send_error(endpoint: Endpoint, err: reqwest::Error) -> (Option<u16>, Upstream
     if err.is_timeout() {
         return (None, UpstreamError::Timeout { endpoint });
     }
+    let sent = !(err.is_connect() || err.is_builder());
     let kind = if err.is_connect() {
         "connection failed"
     } else if err.is_builder() {
         "request could not be built"
     } else {
-        "request could not be sent"
+        "connection lost before the reply"
     };
     let detail = match root_cause(&err) {
         Some(cause) => format!("{kind}: {cause}"),
         None => kind.to_owned(),
     };
-    (None, UpstreamError::Connect { endpoint, detail })
+    // Past connecting, hyper may have written the request: ITNIO may have processed it.
+    let error = if sent {
+        UpstreamError::Interrupted { endpoint, detail }
+    } else {
+        UpstreamError::Connect { endpoint, detail }
+    };
+    (None, error)
 }
 
 /// A failure while reading a reply whose status line already arrived: ITNIO has processed it.
@@ -408,6 +415,7 @@ fn outcome_name(result: &Result<Data, UpstreamError>) -> &'static str {
         Err(UpstreamError::Rejected { .. }) => "rejected",
         Err(UpstreamError::Timeout { .. }) => "timeout",
         Err(UpstreamError::Connect { .. }) => "connect",
+        Err(UpstreamError::Interrupted { .. }) => "interrupted",
         Err(UpstreamError::Http { .. }) => "http",
         Err(UpstreamError::Decode { .. }) => "decode",
     }

@@ -24,6 +24,12 @@ pub enum UpstreamError {
     /// Could not connect / send (nothing was processed).
     #[error("{endpoint}: could not send the request: {detail}")]
     Connect { endpoint: Endpoint, detail: String },
+    /// The connection failed after the request may have been written, before a status line
+    /// arrived: the request may have been processed.
+    #[error(
+        "{endpoint}: connection lost before the reply (the request may have been processed): {detail}"
+    )]
+    Interrupted { endpoint: Endpoint, detail: String },
     /// Reply with a non-200 HTTP status.
     #[error("{endpoint}: HTTP status {status}")]
     Http { endpoint: Endpoint, status: u16 },
@@ -39,8 +45,20 @@ impl UpstreamError {
             Self::Rejected { endpoint, .. }
             | Self::Timeout { endpoint }
             | Self::Connect { endpoint, .. }
+            | Self::Interrupted { endpoint, .. }
             | Self::Http { endpoint, .. }
             | Self::Decode { endpoint, .. } => *endpoint,
+        }
+    }
+
+    /// Whether ITNIO may have acted on the request: a timeout, a connection lost after the
+    /// request was written, an HTTP 5xx (a gateway may have passed it on) or an unreadable reply.
+    /// `false` means it certainly did not (never reached it, or it answered "no").
+    pub fn may_have_been_processed(&self) -> bool {
+        match self {
+            Self::Timeout { .. } | Self::Interrupted { .. } | Self::Decode { .. } => true,
+            Self::Http { status, .. } => *status >= 500,
+            Self::Rejected { .. } | Self::Connect { .. } => false,
         }
     }
 
@@ -115,6 +133,44 @@ mod tests {
         );
         assert_eq!(e.upstream_status(), Some(UpstreamStatus::DataNotFound));
         assert_eq!(e.endpoint(), Endpoint::VerificationRecord);
+    }
+
+    #[test]
+    fn only_failures_after_sending_may_have_been_processed() {
+        let endpoint = Endpoint::VerificationSend;
+        let maybe = [
+            UpstreamError::Timeout { endpoint },
+            UpstreamError::Interrupted {
+                endpoint,
+                detail: "reset".into(),
+            },
+            UpstreamError::Http {
+                endpoint,
+                status: 500,
+            },
+            UpstreamError::Decode {
+                endpoint,
+                detail: "truncated".into(),
+            },
+        ];
+        assert!(maybe.iter().all(UpstreamError::may_have_been_processed));
+        let not = [
+            UpstreamError::Connect {
+                endpoint,
+                detail: "refused".into(),
+            },
+            UpstreamError::Http {
+                endpoint,
+                status: 499,
+            },
+            UpstreamError::Rejected {
+                endpoint,
+                status: -27,
+                reason: "limit".into(),
+            },
+        ];
+        assert!(!not.iter().any(UpstreamError::may_have_been_processed));
+        assert_eq!(maybe[1].endpoint(), endpoint);
     }
 
     #[test]

@@ -2,7 +2,10 @@
 //!
 //! A token bucket refilled by a small background task, handed out through a FIFO semaphore:
 //! when the cap binds, pollers wait in line, so polls are spread fairly over verifications
-//! instead of going to whichever poller wakes first.
+//! instead of going to whichever poller wakes first. Each poll is then also counted in the
+//! shared store, in one-second windows, so with Redis every replica together stays within one
+//! `WATCH_MAX_POLLS_PER_SECOND`. If the store cannot count, polls go on under the local bucket
+//! alone: reads keep working while Redis is down.
 
 use std::{
     sync::{Arc, Weak},
@@ -11,23 +14,34 @@ use std::{
 
 use tokio::{sync::Semaphore, time::MissedTickBehavior};
 
+use crate::store::{Key, SharedStore};
+
 /// The refill tick: fine enough to pace polls, coarse enough to cost nothing.
 const TICK: Duration = Duration::from_millis(10);
+/// The window in which the store counts polls of every replica.
+const WINDOW: Duration = Duration::from_secs(1);
 
 /// A shared allowance of upstream polls.
 #[derive(Clone, Debug)]
 pub struct PollBudget {
     tokens: Arc<Semaphore>,
+    store: SharedStore,
+    per_second: u32,
 }
 
 impl PollBudget {
     /// Allows `per_second` polls per second on average, with bursts of a tenth of a second's
-    /// worth (at least one). Must be called inside a Tokio runtime.
-    pub fn new(per_second: u32) -> Self {
+    /// worth (at least one), counted across replicas in `store`. Must be called inside a Tokio
+    /// runtime.
+    pub fn new(per_second: u32, store: SharedStore) -> Self {
         let burst = (per_second / 10).max(1) as usize;
         let tokens = Arc::new(Semaphore::new(burst));
         tokio::spawn(refill(Arc::downgrade(&tokens), per_second, burst));
-        Self { tokens }
+        Self {
+            tokens,
+            store,
+            per_second,
+        }
     }
 
     /// Waits for this poller's turn to make one upstream poll.
@@ -35,6 +49,22 @@ impl PollBudget {
         // The semaphore is never closed, so acquiring cannot fail.
         if let Ok(permit) = self.tokens.acquire().await {
             permit.forget();
+        }
+        self.acquire_shared().await;
+    }
+
+    /// Waits until the poll fits in the current window of every replica's polls.
+    async fn acquire_shared(&self) {
+        let key = Key::new("polls", &[]);
+        loop {
+            match self.store.increment(&key, WINDOW).await {
+                Ok(counted) if counted.count <= u64::from(self.per_second) => return,
+                Ok(counted) => tokio::time::sleep(counted.resets_in.max(TICK)).await,
+                Err(error) => {
+                    tracing::debug!(%error, "poll budget: shared count unavailable, local cap only");
+                    return;
+                }
+            }
         }
     }
 }
@@ -62,9 +92,15 @@ async fn refill(tokens: Weak<Semaphore>, per_second: u32, burst: usize) {
 mod tests {
     use super::*;
 
+    use crate::store::{MemoryStore, testing::Down};
+
+    fn memory() -> SharedStore {
+        Arc::new(MemoryStore::default())
+    }
+
     #[tokio::test(start_paused = true)]
     async fn the_cap_paces_polls() {
-        let budget = PollBudget::new(100);
+        let budget = PollBudget::new(100, memory());
         let started = tokio::time::Instant::now();
         // Paused time: a budget that never refills fails here at once instead of hanging.
         let sixty = async {
@@ -83,7 +119,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn when_the_cap_binds_pollers_take_turns() {
-        let budget = PollBudget::new(30);
+        let budget = PollBudget::new(30, memory());
         let counts: Vec<_> = (0..3)
             .map(|_| Arc::new(std::sync::atomic::AtomicU32::new(0)))
             .collect();
@@ -107,5 +143,46 @@ mod tests {
         let total: u32 = polls.iter().sum();
         assert!((60..=66).contains(&total), "{polls:?}");
         assert!(polls.iter().all(|&p| (19..=23).contains(&p)), "{polls:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn replicas_sharing_a_store_share_the_cap() {
+        // Two replicas, each with its own bucket, one store: 20 polls/s together, not 40.
+        let store = memory();
+        let replicas = [
+            PollBudget::new(20, store.clone()),
+            PollBudget::new(20, store),
+        ];
+        let started = tokio::time::Instant::now();
+        let polls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        for budget in replicas {
+            let polls = Arc::clone(&polls);
+            tokio::spawn(async move {
+                loop {
+                    budget.acquire().await;
+                    polls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let total = polls.load(std::sync::atomic::Ordering::Relaxed);
+        // Three windows opened (0 s, 1 s, 2 s): at most 60, and the cap was reached in each.
+        assert!(
+            (55..=60).contains(&total),
+            "{total} polls in {:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn polls_go_on_under_the_local_cap_while_the_store_is_down() {
+        let budget = PollBudget::new(100, Arc::new(Down));
+        let started = tokio::time::Instant::now();
+        for _ in 0..60 {
+            budget.acquire().await;
+        }
+        let elapsed = started.elapsed();
+        assert!(elapsed >= Duration::from_millis(450), "{elapsed:?}");
+        assert!(elapsed <= Duration::from_millis(600), "{elapsed:?}");
     }
 }

@@ -34,6 +34,7 @@ pub use budget::PollBudget;
 
 use crate::{
     proto::v1::{Record, RecordChange, WatchRecordResponse},
+    store::SharedStore,
     telemetry::metrics::StreamGauge,
     upstream::UpstreamClient,
 };
@@ -120,8 +121,9 @@ pub type RecordStream = Pin<Box<dyn Stream<Item = WatchItem> + Send>>;
 impl WatchHub {
     /// A hub whose `stop` turning true ends every stream with UNAVAILABLE.
     /// Must be called inside a Tokio runtime.
-    pub fn new(config: WatchConfig, stop: watch::Receiver<bool>) -> Self {
-        let budget = PollBudget::new(config.max_polls_per_second.max(1));
+    /// Polls are counted in `store`, so replicas sharing it share `max_polls_per_second`.
+    pub fn new(config: WatchConfig, stop: watch::Receiver<bool>, store: SharedStore) -> Self {
+        let budget = PollBudget::new(config.max_polls_per_second.max(1), store);
         Self {
             shared: Arc::new(Shared {
                 config,

@@ -104,6 +104,7 @@ fn is_transient(error: &UpstreamError) -> bool {
     match error {
         UpstreamError::Timeout { .. }
         | UpstreamError::Connect { .. }
+        | UpstreamError::Interrupted { .. }
         | UpstreamError::Decode { .. } => true,
         UpstreamError::Http { status, .. } => *status == 429 || *status >= 500,
         UpstreamError::Rejected { status, .. } => {

@@ -155,6 +155,7 @@ pub fn upstream_config(base_url: &str) -> ServeConfig {
             ..WatchConfig::default()
         },
         security: Default::default(),
+        store: Default::default(),
     }
 }
 

@@ -181,6 +181,20 @@ async function main() {
   assert.notEqual(messages.at(-1).record.outcome.match_state, 'MATCH_STATE_MATCHED');
   ok(`WatchRecord of an unchecked verification ends on its own in ${(Date.now() - started) / 1000}s: ${changes}`);
 
+  // A send retried with one request_id (AIP-155) is sent once: the retry replays the answer.
+  const retried = { app_id: app.app_id, template_id: template.template_id, phone_number: PHONE, request_id: crypto.randomUUID() };
+  const first = await unary(verifications, 'SendVerification')(retried);
+  const again = await unary(verifications, 'SendVerification')(retried);
+  assert.deepEqual(again, first);
+  assert.ok(first.order_id, 'the service generates an order id');
+  ok(`SendVerification retried with one request_id -> replayed (same verification_id, order_id ${first.order_id})`);
+  details = await expectError(
+    unary(verifications, 'SendVerification')({ ...retried, channel: 'CHANNEL_CALL' }),
+    grpc.status.FAILED_PRECONDITION,
+  );
+  assert.equal(details.ErrorInfo.reason, 'REQUEST_ID_REUSED');
+  ok('the same request_id for a different request -> FAILED_PRECONDITION, ErrorInfo REQUEST_ID_REUSED');
+
   details = await expectError(
     unary(verifications, 'SendVerification')({ app_id: app.app_id, template_id: template.template_id, phone_number: '12' }),
     grpc.status.INVALID_ARGUMENT,

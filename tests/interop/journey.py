@@ -192,6 +192,28 @@ def main(addr):
     assert messages[-1].record.outcome.match_state != V.MATCH_STATE_MATCHED, messages[-1]
     ok(f"WatchRecord of an unchecked verification ends on its own in {time.monotonic() - started:.1f}s: {changes}")
 
+    # A send retried with one request_id (AIP-155) is sent once: the retry replays the answer.
+    request_id = str(uuid.uuid4())
+    retried = V.SendVerificationRequest(
+        app_id=app.app_id, template_id=template.template_id, phone_number=PHONE, request_id=request_id
+    )
+    first = verifications.SendVerification(retried, timeout=TIMEOUT)
+    again = verifications.SendVerification(retried, timeout=TIMEOUT)
+    assert again == first and first.order_id, (first, again)
+    ok(f"SendVerification retried with one request_id -> replayed (same verification_id, order_id {first.order_id})")
+    reused = V.SendVerificationRequest(
+        app_id=app.app_id,
+        template_id=template.template_id,
+        phone_number=PHONE,
+        channel=common_pb2.CHANNEL_CALL,
+        request_id=request_id,
+    )
+    details = expect_error(
+        lambda: verifications.SendVerification(reused, timeout=TIMEOUT), grpc.StatusCode.FAILED_PRECONDITION
+    )
+    assert details["ErrorInfo"].reason == "REQUEST_ID_REUSED", details
+    ok("the same request_id for a different request -> FAILED_PRECONDITION, ErrorInfo REQUEST_ID_REUSED")
+
     # A bad request: rich error details name the offending proto fields.
     details = expect_error(
         lambda: verifications.SendVerification(

@@ -1,0 +1,246 @@
+//! The in-process backend: a map with expiry behind a `std::sync::Mutex` that is never held
+//! across an `.await` (the mini-redis `db.rs` shape, without its background task: expired
+//! entries are swept during writes, at most once a minute, so memory stays bounded by what is
+//! live plus one minute of writes).
+
+use std::{
+    collections::HashMap,
+    sync::{Mutex, MutexGuard},
+    time::Duration,
+};
+
+use tokio::time::Instant;
+
+use super::{Key, Put, Store, StoreError, WindowCount};
+
+/// How often writes sweep out expired entries.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// Shared state for one replica.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    entries: HashMap<String, Entry>,
+    next_sweep: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    value: Value,
+    expires: Instant,
+}
+
+#[derive(Debug)]
+enum Value {
+    Bytes(Vec<u8>),
+    Counter(u64),
+}
+
+impl State {
+    /// The live entry under `key`; an expired one is removed on the way.
+    fn live(&mut self, key: &str, now: Instant) -> Option<&mut Entry> {
+        if self.entries.get(key).is_some_and(|e| e.expires <= now) {
+            self.entries.remove(key);
+        }
+        self.entries.get_mut(key)
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        if self.next_sweep.is_some_and(|at| now < at) {
+            return;
+        }
+        self.entries.retain(|_, entry| entry.expires > now);
+        self.next_sweep = Some(now + SWEEP_EVERY);
+    }
+}
+
+impl MemoryStore {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the map half-updated (every update is a
+        // single insert or remove), so a poisoned lock is still safe to use.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+}
+
+#[tonic::async_trait]
+impl Store for MemoryStore {
+    async fn get(&self, key: &Key) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut state = self.lock();
+        Ok(state
+            .live(key.as_str(), Instant::now())
+            .map(|entry| match &entry.value {
+                Value::Bytes(bytes) => bytes.clone(),
+                Value::Counter(count) => count.to_string().into_bytes(),
+            }))
+    }
+
+    async fn put(
+        &self,
+        key: &Key,
+        value: &[u8],
+        ttl: Duration,
+        mode: Put,
+    ) -> Result<bool, StoreError> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        state.sweep(now);
+        if mode == Put::IfAbsent && state.live(key.as_str(), now).is_some() {
+            return Ok(false);
+        }
+        let entry = Entry {
+            value: Value::Bytes(value.to_vec()),
+            expires: now + ttl,
+        };
+        state.entries.insert(key.as_str().to_owned(), entry);
+        Ok(true)
+    }
+
+    async fn delete(&self, key: &Key) -> Result<(), StoreError> {
+        self.lock().entries.remove(key.as_str());
+        Ok(())
+    }
+
+    async fn increment(&self, key: &Key, window: Duration) -> Result<WindowCount, StoreError> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        state.sweep(now);
+        let entry = match state.live(key.as_str(), now) {
+            Some(entry) => entry,
+            None => state
+                .entries
+                .entry(key.as_str().to_owned())
+                .or_insert(Entry {
+                    value: Value::Counter(0),
+                    expires: now + window,
+                }),
+        };
+        let count = match &mut entry.value {
+            Value::Counter(count) => {
+                *count += 1;
+                *count
+            }
+            // A key holds either bytes or a counter; restarting the count is the safe reading.
+            other => {
+                *other = Value::Counter(1);
+                1
+            }
+        };
+        Ok(WindowCount {
+            count,
+            resets_in: entry.expires.saturating_duration_since(now),
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str) -> Key {
+        Key::new("test", &[name])
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn values_expire_after_their_ttl() {
+        let store = MemoryStore::default();
+        let ttl = Duration::from_secs(10);
+        assert!(store.put(&key("a"), b"1", ttl, Put::Always).await.unwrap());
+        tokio::time::advance(Duration::from_secs(9)).await;
+        assert_eq!(store.get(&key("a")).await.unwrap(), Some(b"1".to_vec()));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(store.get(&key("a")).await.unwrap(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn put_if_absent_claims_once_until_expiry_or_delete() {
+        let store = MemoryStore::default();
+        let ttl = Duration::from_secs(5);
+        assert!(
+            store
+                .put(&key("c"), b"x", ttl, Put::IfAbsent)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .put(&key("c"), b"y", ttl, Put::IfAbsent)
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.get(&key("c")).await.unwrap(), Some(b"x".to_vec()));
+        assert!(store.put(&key("c"), b"z", ttl, Put::Always).await.unwrap());
+        assert_eq!(store.get(&key("c")).await.unwrap(), Some(b"z".to_vec()));
+        store.delete(&key("c")).await.unwrap();
+        assert!(
+            store
+                .put(&key("c"), b"w", ttl, Put::IfAbsent)
+                .await
+                .unwrap()
+        );
+        tokio::time::advance(ttl).await;
+        assert!(
+            store
+                .put(&key("c"), b"v", ttl, Put::IfAbsent)
+                .await
+                .unwrap()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn counters_count_within_their_window() {
+        let store = MemoryStore::default();
+        let window = Duration::from_secs(60);
+        let first = store.increment(&key("n"), window).await.unwrap();
+        assert_eq!(
+            first,
+            WindowCount {
+                count: 1,
+                resets_in: window
+            }
+        );
+        tokio::time::advance(Duration::from_secs(20)).await;
+        let second = store.increment(&key("n"), window).await.unwrap();
+        assert_eq!(second.count, 2);
+        assert_eq!(second.resets_in, Duration::from_secs(40));
+        assert_eq!(store.get(&key("n")).await.unwrap(), Some(b"2".to_vec()));
+        tokio::time::advance(Duration::from_secs(40)).await;
+        let fresh = store.increment(&key("n"), window).await.unwrap();
+        assert_eq!(
+            fresh,
+            WindowCount {
+                count: 1,
+                resets_in: window
+            }
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn writes_sweep_expired_entries() {
+        let store = MemoryStore::default();
+        for name in ["a", "b", "c"] {
+            store
+                .put(&key(name), b"1", Duration::from_secs(1), Put::Always)
+                .await
+                .unwrap();
+        }
+        assert_eq!(store.len(), 3);
+        tokio::time::advance(SWEEP_EVERY).await;
+        store
+            .put(&key("d"), b"1", Duration::from_secs(600), Put::Always)
+            .await
+            .unwrap();
+        assert_eq!(store.len(), 1);
+    }
+}

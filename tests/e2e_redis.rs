@@ -1,0 +1,329 @@
+//! End to end across replicas: two service processes (the real binary) sharing a real
+//! `redis-server`, ITNIO behind a fault proxy counting what reaches it; and Redis killed mid-test.
+
+mod common;
+mod faults;
+
+use std::{num::NonZeroU32, sync::Arc, time::Duration};
+
+use common::TEST_NUMBER;
+use faults::{
+    Fault, FaultProxy, SEND, app_and_template,
+    redis::{RedisServer, Replica},
+    sandbox_behind_proxy,
+};
+use itnio_otp_grpc::{
+    caller::Caller,
+    error::{SendError, ServiceError},
+    proto::v1::{
+        self as pb, record_service_client::RecordServiceClient,
+        verification_service_client::VerificationServiceClient,
+    },
+    quota::SendQuota,
+    store::{Key, MemoryStore, Put, RedisStore, SharedStore, Store},
+};
+use tonic::{Code, Request, Status, transport::Channel};
+use tonic_types::StatusExt;
+
+const LONG: Duration = Duration::from_secs(10);
+
+struct Client {
+    channel: Channel,
+}
+
+impl Client {
+    async fn of(replica: &Replica) -> Self {
+        Self {
+            channel: common::connect(replica.addr).await,
+        }
+    }
+
+    async fn send(
+        &self,
+        request: pb::SendVerificationRequest,
+        timeout: Duration,
+    ) -> Result<pb::SendVerificationResponse, Status> {
+        let mut request = Request::new(request);
+        request.set_timeout(timeout);
+        VerificationServiceClient::new(self.channel.clone())
+            .send_verification(request)
+            .await
+            .map(tonic::Response::into_inner)
+    }
+}
+
+/// Redis, the sandbox behind a proxy, two replicas, and an app with a template.
+struct Cluster {
+    redis: RedisServer,
+    proxy: FaultProxy,
+    a: Client,
+    b: Client,
+    _replicas: [Replica; 2],
+    app_id: String,
+    template_id: String,
+}
+
+impl Cluster {
+    async fn start() -> Self {
+        let redis = RedisServer::start().await;
+        let (_sandbox, proxy) = sandbox_behind_proxy().await;
+        let replicas = [
+            Replica::start(&proxy.url(), &redis.url()).await,
+            Replica::start(&proxy.url(), &redis.url()).await,
+        ];
+        let (a, b) = (
+            Client::of(&replicas[0]).await,
+            Client::of(&replicas[1]).await,
+        );
+        let (app_id, template_id) = app_and_template(&a.channel).await;
+        Self {
+            redis,
+            proxy,
+            a,
+            b,
+            _replicas: replicas,
+            app_id,
+            template_id,
+        }
+    }
+
+    fn request(&self, request_id: &str) -> pb::SendVerificationRequest {
+        pb::SendVerificationRequest {
+            app_id: self.app_id.clone(),
+            template_id: self.template_id.clone(),
+            phone_number: TEST_NUMBER.into(),
+            request_id: request_id.to_owned(),
+            ..Default::default()
+        }
+    }
+}
+
+fn reason(status: &Status) -> String {
+    status
+        .get_error_details()
+        .error_info()
+        .map(|info| info.reason.clone())
+        .unwrap_or_default()
+}
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+#[tokio::test]
+async fn a_retry_on_another_replica_is_deduplicated_under_every_fault() {
+    let cluster = Cluster::start().await;
+    for fault in Fault::ALL {
+        let request_id = new_id();
+        let before = cluster.proxy.count(SEND);
+        cluster.proxy.inject(SEND, fault);
+        let timeout = match fault {
+            Fault::Slow(delay) => delay / 3,
+            _ => LONG,
+        };
+        cluster
+            .a
+            .send(cluster.request(&request_id), timeout)
+            .await
+            .expect_err("the fault fails the first attempt");
+        let retry = cluster
+            .b
+            .send(cluster.request(&request_id), LONG)
+            .await
+            .expect_err("never sent twice");
+        assert_eq!(retry.code(), Code::FailedPrecondition, "{fault:?}");
+        assert_eq!(reason(&retry), "OUTCOME_UNKNOWN", "{fault:?}");
+        let sends = cluster.proxy.count(SEND) - before;
+        println!(
+            "two replicas, fault {fault:?}: upstream POST /verification/send per retried call = {sends}"
+        );
+        assert_eq!(sends, 1, "{fault:?}");
+    }
+}
+
+#[tokio::test]
+async fn replicas_replay_and_wait_for_each_other() {
+    let cluster = Cluster::start().await;
+    // Answered on A, replayed by B.
+    let request_id = new_id();
+    let first = cluster
+        .a
+        .send(cluster.request(&request_id), LONG)
+        .await
+        .expect("send");
+    let replay = cluster
+        .b
+        .send(cluster.request(&request_id), LONG)
+        .await
+        .expect("replay");
+    assert_eq!(replay, first);
+    assert_eq!(cluster.proxy.count(SEND), 1);
+
+    // Reused for another request on the other replica.
+    let mut different = cluster.request(&request_id);
+    different.channel = pb::Channel::Call as i32;
+    let reused = cluster.b.send(different, LONG).await.expect_err("reused");
+    assert_eq!(reason(&reused), "REQUEST_ID_REUSED");
+
+    // In flight on A: a repeat on B waits for it.
+    let request_id = new_id();
+    cluster
+        .proxy
+        .inject(SEND, Fault::Slow(Duration::from_millis(800)));
+    let channel = cluster.a.channel.clone();
+    let request = cluster.request(&request_id);
+    let first = tokio::spawn(async move { Client { channel }.send(request, LONG).await });
+    cluster.proxy.wait_for(SEND, 2).await;
+    let repeat = cluster
+        .b
+        .send(cluster.request(&request_id), LONG)
+        .await
+        .expect("waits for A");
+    assert_eq!(repeat, first.await.expect("task").expect("first"));
+    assert_eq!(cluster.proxy.count(SEND), 2);
+}
+
+#[tokio::test]
+async fn with_redis_killed_sends_fail_closed_and_reads_keep_working() {
+    let mut cluster = Cluster::start().await;
+    let sent = cluster
+        .a
+        .send(cluster.request(&new_id()), LONG)
+        .await
+        .expect("send while Redis is up");
+    let before = cluster.proxy.count(SEND);
+
+    cluster.redis.kill().await;
+    for request_id in [new_id(), String::new()] {
+        for client in [&cluster.a, &cluster.b] {
+            let status = client
+                .send(cluster.request(&request_id), LONG)
+                .await
+                .expect_err("fails closed");
+            assert_eq!(status.code(), Code::Unavailable);
+            assert_eq!(reason(&status), "STATE_STORE_UNAVAILABLE");
+            assert!(status.get_error_details().retry_info().is_some());
+        }
+    }
+    assert_eq!(cluster.proxy.count(SEND), before, "nothing reached ITNIO");
+    let record = RecordServiceClient::new(cluster.b.channel.clone())
+        .get_record(pb::GetRecordRequest {
+            verification_id: sent.verification_id.clone(),
+        })
+        .await
+        .expect("reads keep working")
+        .into_inner();
+    assert!(record.record.is_some());
+
+    // Redis back: sends work again without restarting the replicas.
+    cluster.redis.restart().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        match cluster.a.send(cluster.request(&new_id()), LONG).await {
+            Ok(_) => break,
+            Err(status) => {
+                assert_eq!(reason(&status), "STATE_STORE_UNAVAILABLE");
+                assert!(tokio::time::Instant::now() < deadline, "never reconnected");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    assert_eq!(cluster.proxy.count(SEND), before + 1);
+}
+
+#[tokio::test]
+async fn a_caller_quota_is_shared_by_replicas() {
+    let redis = RedisServer::start().await;
+    let replicas = [
+        SendQuota::new(Arc::new(RedisStore::connect(&redis.url()).expect("store"))),
+        SendQuota::new(Arc::new(RedisStore::connect(&redis.url()).expect("store"))),
+    ];
+    let caller = Caller::new("checkout", "default")
+        .with_sends_per_minute(NonZeroU32::new(3).expect("non-zero"));
+    for i in 0..3 {
+        replicas[i % 2]
+            .admit(&caller)
+            .await
+            .expect("within the limit");
+    }
+    for quota in &replicas {
+        match quota.admit(&caller).await {
+            Err(ServiceError::Send(SendError::CallerRateExceeded { retry_after, .. })) => {
+                assert!(retry_after > Duration::ZERO && retry_after <= Duration::from_secs(60));
+            }
+            other => panic!("expected the shared limit, got {other:?}"),
+        }
+    }
+}
+
+/// The same contract, checked on both backends.
+async fn store_contract(store: SharedStore) {
+    let key = Key::new("contract", &[&new_id()]);
+    let ttl = Duration::from_secs(60);
+    assert_eq!(store.get(&key).await.expect("get"), None);
+    assert!(
+        store
+            .put(&key, b"one", ttl, Put::IfAbsent)
+            .await
+            .expect("put")
+    );
+    assert!(
+        !store
+            .put(&key, b"two", ttl, Put::IfAbsent)
+            .await
+            .expect("put")
+    );
+    assert_eq!(store.get(&key).await.expect("get"), Some(b"one".to_vec()));
+    assert!(
+        store
+            .put(&key, b"three", ttl, Put::Always)
+            .await
+            .expect("put")
+    );
+    assert_eq!(store.get(&key).await.expect("get"), Some(b"three".to_vec()));
+    store.delete(&key).await.expect("delete");
+    assert_eq!(store.get(&key).await.expect("get"), None);
+
+    let short = Key::new("contract", &[&new_id()]);
+    store
+        .put(&short, b"x", Duration::from_millis(50), Put::Always)
+        .await
+        .expect("put");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while store.get(&short).await.expect("get").is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "never expired");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let counter = Key::new("contract", &[&new_id()]);
+    let window = Duration::from_secs(30);
+    let first = store.increment(&counter, window).await.expect("incr");
+    let second = store.increment(&counter, window).await.expect("incr");
+    assert_eq!((first.count, second.count), (1, 2));
+    assert!(second.resets_in <= window && second.resets_in > Duration::from_secs(25));
+}
+
+#[tokio::test]
+async fn both_backends_keep_the_store_contract() {
+    store_contract(Arc::new(MemoryStore::default())).await;
+    let redis = RedisServer::start().await;
+    store_contract(Arc::new(RedisStore::connect(&redis.url()).expect("store"))).await;
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_is_a_prompt_store_error() {
+    let mut redis = RedisServer::start().await;
+    let store = RedisStore::connect(&redis.url()).expect("store");
+    redis.kill().await;
+    let started = tokio::time::Instant::now();
+    let key = Key::new("contract", &["down"]);
+    assert!(store.get(&key).await.is_err());
+    assert!(store.put(&key, b"x", LONG, Put::IfAbsent).await.is_err());
+    assert!(store.increment(&key, LONG).await.is_err());
+    assert!(store.delete(&key).await.is_err());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
