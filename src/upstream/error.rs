@@ -1,6 +1,7 @@
 //! Failures at the REST edge, kept apart by *where* the call failed (smithy-rs style):
 //! not sent ([`UpstreamError::Connect`]), maybe processed ([`UpstreamError::Timeout`]), HTTP-level
-//! refusal ([`UpstreamError::Http`]), unreadable reply ([`UpstreamError::Decode`]) and a business
+//! refusal ([`UpstreamError::Http`]), unreadable or oversized reply ([`UpstreamError::Decode`],
+//! [`UpstreamError::ResponseTooLarge`]) and a business
 //! "no" from ITNIO ([`UpstreamError::Rejected`]). Each needs a different gRPC code and retry rule.
 //!
 //! No variant carries a secret, a phone number, an OTP code or a concrete path id: the endpoint is
@@ -30,6 +31,10 @@ pub enum UpstreamError {
     /// 200 reply whose body could not be decoded.
     #[error("{endpoint}: undecodable reply: {detail}")]
     Decode { endpoint: Endpoint, detail: String },
+    /// Reply body larger than the configured cap; reading stopped there (ITNIO may have
+    /// processed the request).
+    #[error("{endpoint}: reply body larger than {limit} bytes")]
+    ResponseTooLarge { endpoint: Endpoint, limit: usize },
 }
 
 impl UpstreamError {
@@ -40,7 +45,8 @@ impl UpstreamError {
             | Self::Timeout { endpoint }
             | Self::Connect { endpoint, .. }
             | Self::Http { endpoint, .. }
-            | Self::Decode { endpoint, .. } => *endpoint,
+            | Self::Decode { endpoint, .. }
+            | Self::ResponseTooLarge { endpoint, .. } => *endpoint,
         }
     }
 

@@ -98,6 +98,8 @@ fn is_transient(error: &UpstreamError) -> bool {
         | UpstreamError::Connect { .. }
         | UpstreamError::Decode { .. } => true,
         UpstreamError::Http { status, .. } => *status == 429 || *status >= 500,
+        // The same record will not shrink below the cap by asking again.
+        UpstreamError::ResponseTooLarge { .. } => false,
         UpstreamError::Rejected { status, .. } => {
             UpstreamStatus::from_code(*status) == UpstreamStatus::SystemError
         }
