@@ -150,8 +150,22 @@ async fn list_flows(channel: Channel) -> String {
     }
 }
 
+/// `cargo bench` passes `--bench`; `cargo test --all-targets` runs bench binaries without it
+/// (`test = false` does not stop an explicit `--benches`), and a minutes-long measurement is no
+/// test: say so and stop.
+fn under_cargo_bench() -> bool {
+    let bench = std::env::args().any(|arg| arg == "--bench");
+    if !bench {
+        eprintln!("not run: a benchmark, started by `cargo bench`, not by `cargo test`");
+    }
+    bench
+}
+
 #[tokio::main]
 async fn main() {
+    if !under_cargo_bench() {
+        return;
+    }
     let body = Arc::new(reply_body());
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let upstream = listener.local_addr().expect("addr");

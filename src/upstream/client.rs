@@ -329,7 +329,10 @@ impl UpstreamClient {
 
     /// `Timestamp` and `Sign` for now: computed once per second, then shared (cheap clones).
     fn signed_headers(&self) -> (HeaderValue, HeaderValue) {
-        let second = chrono::Utc::now().timestamp();
+        self.signed_headers_at(chrono::Utc::now().timestamp())
+    }
+
+    fn signed_headers_at(&self, second: i64) -> (HeaderValue, HeaderValue) {
         let mut signed = self
             .inner
             .signed
@@ -703,6 +706,58 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn signature_is_shared_within_a_second_and_renewed_after() {
+        let c = client("http://127.0.0.1:1/otp");
+        let (t1, s1) = c.signed_headers_at(1_630_468_800);
+        assert_eq!(t1, "1630468800");
+        assert_eq!(s1, sign("key", "s3cr3t-value", "1630468800"));
+        assert!(s1.is_sensitive());
+        assert_eq!(c.signed_headers_at(1_630_468_800), (t1, s1.clone()));
+        let (t2, s2) = c.signed_headers_at(1_630_468_801);
+        assert_eq!(t2, "1630468801");
+        assert_eq!(s2, sign("key", "s3cr3t-value", "1630468801"));
+        assert_ne!(s1, s2);
+    }
+
+    #[test]
+    fn default_cap_is_the_documented_4_mib() {
+        assert_eq!(DEFAULT_MAX_RESPONSE_BYTES, 4_194_304);
+        let c = client("http://127.0.0.1:1/otp");
+        assert_eq!(c.max_response_bytes, DEFAULT_MAX_RESPONSE_BYTES);
+        assert_eq!(c.with_max_response_bytes(10).max_response_bytes, 10);
+    }
+
+    #[test]
+    fn https_uses_the_system_roots_and_http_needs_none() {
+        assert!(
+            !system_roots()
+                .expect("this machine has a CA store")
+                .is_empty()
+        );
+        client("https://api.itniotech.com/otp");
+        client("http://127.0.0.1:1/otp");
+    }
+
+    #[test]
+    fn empty_reasons_fall_back_to_the_description() {
+        match decode::<IgnoredAny>(Endpoint::FlowList, br#"{"status":"-24","reason":"  "}"#) {
+            Err(UpstreamError::Rejected { reason, .. }) => assert_eq!(reason, "Data unexisting"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn outcomes_are_named() {
+        let e = Endpoint::FlowList;
+        assert_eq!(outcome_name::<()>(&Ok(())), "ok");
+        let too_large = UpstreamError::ResponseTooLarge {
+            endpoint: e,
+            limit: 1,
+        };
+        assert_eq!(outcome_name::<()>(&Err(too_large)), "too_large");
     }
 
     #[test]

@@ -59,12 +59,6 @@ impl<'de: 'a, 'a> Visitor<'de> for ScalarVisitor<'a> {
     fn visit_unit<E>(self) -> Result<Self::Value, E> {
         Ok(Scalar::Null)
     }
-    fn visit_none<E>(self) -> Result<Self::Value, E> {
-        Ok(Scalar::Null)
-    }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        Scalar::deserialize(d)
-    }
     fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
         Ok(Scalar::Bool(v))
     }
@@ -214,12 +208,6 @@ impl<'de, T: DeserializeOwned> Visitor<'de> for OneOrManyVisitor<T> {
     fn visit_unit<E>(self) -> Result<Self::Value, E> {
         Ok(Vec::new())
     }
-    fn visit_none<E>(self) -> Result<Self::Value, E> {
-        Ok(Vec::new())
-    }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
     fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         // At most a modest pre-allocation: the hint comes from the wire.
         let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
@@ -353,6 +341,75 @@ mod tests {
         assert!(v.is_empty());
         let OneOrMany(v): OneOrMany<Item> = serde_json::from_str(r#"{"x":1}"#).expect("object");
         assert_eq!(v, vec![Item { x: Some(1) }]);
+    }
+
+    #[test]
+    fn floats_must_be_integral_and_in_range() {
+        assert_eq!(probe(r#"{"b":8.0e15}"#).b, Some(8_000_000_000_000_000));
+        for json in [
+            r#"{"b":5.5}"#,
+            r#"{"b":9.0e15}"#,
+            r#"{"b":1e300}"#,
+            r#"{"b":18446744073709551615}"#,
+        ] {
+            let err = serde_json::from_str::<Probe>(json).expect_err("rejected");
+            assert!(err.to_string().contains("found another number"), "{err}");
+        }
+    }
+
+    #[test]
+    fn errors_name_what_was_found() {
+        for (json, found) in [
+            (r#"{"a":{"x":1}}"#, "found an object"),
+            (r#"{"c":[1]}"#, "found an array"),
+            (r#"{"f":[true]}"#, "found an array"),
+            (r#"{"a":true}"#, "found a boolean"),
+        ] {
+            let err = serde_json::from_str::<Probe>(json).expect_err("rejected");
+            assert!(err.to_string().contains(found), "{json}: {err}");
+        }
+        let err = serde_json::from_str::<Probe>(r#"{"e":"x"}"#).expect_err("a string is no item");
+        assert!(err.to_string().contains("expected struct Item"), "{err}");
+    }
+
+    #[test]
+    fn single_scalars_are_one_item_lists() {
+        use serde_json::{Value, json};
+        let list = |text: &str| -> Vec<Value> {
+            let OneOrMany(v) = serde_json::from_str(text).expect("decodes");
+            v
+        };
+        assert_eq!(list(r#""x""#), [json!("x")]);
+        assert_eq!(list(r#""a\"b""#), [json!("a\"b")]);
+        assert_eq!(list("true"), [json!(true)]);
+        assert_eq!(list("-1"), [json!(-1)]);
+        assert_eq!(list("7"), [json!(7)]);
+        assert_eq!(list("1.5"), [json!(1.5)]);
+        assert_eq!(list("[1,null,2]"), [json!(1), json!(2)]);
+        assert_eq!(
+            probe(r#"{"c":"a\"b","d":1.5}"#),
+            Probe {
+                c: Some("a\"b".into()),
+                d: "1.5".into(),
+                ..Probe::default()
+            }
+        );
+        assert_eq!(
+            probe(r#"{"c":18446744073709551615,"d":-3}"#).c.as_deref(),
+            Some("18446744073709551615")
+        );
+        assert_eq!(probe(r#"{"d":true}"#).d, "true");
+    }
+
+    #[test]
+    fn booleans_from_every_number_kind() {
+        assert!(probe(r#"{"f":-1}"#).f);
+        assert!(!probe(r#"{"f":0}"#).f);
+        assert!(probe(r#"{"f":0.5}"#).f);
+        assert!(!probe(r#"{"f":0.0}"#).f);
+        assert!(!probe(r#"{"f":""}"#).f);
+        assert!(serde_json::from_str::<Probe>(r#"{"f":"yes"}"#).is_err());
+        assert!(serde_json::from_str::<Probe>(r#"{"f":{}}"#).is_err());
     }
 
     #[test]
