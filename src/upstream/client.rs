@@ -715,7 +715,11 @@ mod tests {
         assert_eq!(t1, "1630468800");
         assert_eq!(s1, sign("key", "s3cr3t-value", "1630468800"));
         assert!(s1.is_sensitive());
-        assert_eq!(c.signed_headers_at(1_630_468_800), (t1, s1.clone()));
+        let (t1_again, s1_again) = c.signed_headers_at(1_630_468_800);
+        assert_eq!((&t1_again, &s1_again), (&t1, &s1));
+        // Shared, not rebuilt: the same bytes in memory, not an equal copy.
+        assert_eq!(t1_again.as_bytes().as_ptr(), t1.as_bytes().as_ptr());
+        assert_eq!(s1_again.as_bytes().as_ptr(), s1.as_bytes().as_ptr());
         let (t2, s2) = c.signed_headers_at(1_630_468_801);
         assert_eq!(t2, "1630468801");
         assert_eq!(s2, sign("key", "s3cr3t-value", "1630468801"));
