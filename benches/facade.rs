@@ -19,6 +19,8 @@
 //! and `FACADE_BENCH_ROUNDS` override either. The load generator runs in this process and shares
 //! the machine's cores with both servers, equally for all three paths.
 
+mod common;
+
 use std::{
     future::Future,
     net::{SocketAddr, TcpListener},
@@ -663,20 +665,9 @@ fn print_targets(cells: &[Cell], firsts: &[f64], starts: &[f64], idle_cpu: f64, 
     );
 }
 
-/// `cargo bench` passes `--bench`; `cargo test --all-targets` runs bench binaries without it
-/// (`test = false` does not stop an explicit `--benches`), and a minutes-long measurement is no
-/// test: say so and stop.
-fn under_cargo_bench() -> bool {
-    let bench = std::env::args().any(|arg| arg == "--bench");
-    if !bench {
-        eprintln!("not run: a benchmark, started by `cargo bench`, not by `cargo test`");
-    }
-    bench
-}
-
 #[tokio::main]
 async fn main() {
-    if !under_cargo_bench() {
+    if !common::under_cargo_bench() {
         return;
     }
     let options = Options::from_env_and_args();

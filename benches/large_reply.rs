@@ -6,6 +6,8 @@
 //! after another, then `CALLS` at once. Prints the facade's RSS before, its peak (`VmHWM`) and its
 //! RSS two seconds after, with the gRPC outcome. Run: `cargo bench --bench large_reply`.
 
+mod common;
+
 use std::{
     net::SocketAddr,
     process::{Child, Command, Stdio},
@@ -150,20 +152,9 @@ async fn list_flows(channel: Channel) -> String {
     }
 }
 
-/// `cargo bench` passes `--bench`; `cargo test --all-targets` runs bench binaries without it
-/// (`test = false` does not stop an explicit `--benches`), and a minutes-long measurement is no
-/// test: say so and stop.
-fn under_cargo_bench() -> bool {
-    let bench = std::env::args().any(|arg| arg == "--bench");
-    if !bench {
-        eprintln!("not run: a benchmark, started by `cargo bench`, not by `cargo test`");
-    }
-    bench
-}
-
 #[tokio::main]
 async fn main() {
-    if !under_cargo_bench() {
+    if !common::under_cargo_bench() {
         return;
     }
     let body = Arc::new(reply_body());

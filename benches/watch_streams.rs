@@ -6,6 +6,8 @@
 //! Reports upstream polls per second (counted by the sandbox), the facade's CPU time and its
 //! resident memory per open stream (from /proc). Run: `cargo bench --bench watch_streams`.
 
+mod common;
+
 use std::{
     io::{BufRead, BufReader},
     net::SocketAddr,
@@ -209,20 +211,9 @@ async fn measure(
     measurement
 }
 
-/// `cargo bench` passes `--bench`; `cargo test --all-targets` runs bench binaries without it
-/// (`test = false` does not stop an explicit `--benches`), and a minutes-long measurement is no
-/// test: say so and stop.
-fn under_cargo_bench() -> bool {
-    let bench = std::env::args().any(|arg| arg == "--bench");
-    if !bench {
-        eprintln!("not run: a benchmark, started by `cargo bench`, not by `cargo test`");
-    }
-    bench
-}
-
 #[tokio::main]
 async fn main() {
-    if !under_cargo_bench() {
+    if !common::under_cargo_bench() {
         return;
     }
     let mut config = SandboxConfig::new("bench-key", "bench-secret");
