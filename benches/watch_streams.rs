@@ -6,6 +6,8 @@
 //! Reports upstream polls per second (counted by the sandbox), the facade's CPU time and its
 //! resident memory per open stream (from /proc). Run: `cargo bench --bench watch_streams`.
 
+mod common;
+
 use std::{
     io::{BufRead, BufReader},
     net::SocketAddr,
@@ -40,11 +42,9 @@ impl Facade {
     fn start(sandbox_url: &str) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_itnio-otp-grpc"))
             .env("GRPC_LISTEN_ADDR", "127.0.0.1:0")
-            .env("METRICS_LISTEN_ADDR", "127.0.0.1:0")
             .env("ITNIO_API_KEY", "bench-key")
             .env("ITNIO_API_SECRET", "bench-secret")
             .env("ITNIO_BASE_URL", sandbox_url)
-            .env("ALLOW_UNAUTHENTICATED", "true")
             .env("RUST_LOG", "warn,itnio_otp_grpc::server=info")
             .stderr(Stdio::piped())
             .spawn()
@@ -213,10 +213,7 @@ async fn measure(
 
 #[tokio::main]
 async fn main() {
-    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs bench targets without it
-    // (`test = false` only keeps a target out of a plain `cargo test`). Only build-check then.
-    if !std::env::args().any(|arg| arg == "--bench") {
-        println!("watch_streams: a benchmark; run it with `cargo bench --bench watch_streams`");
+    if !common::under_cargo_bench() {
         return;
     }
     let mut config = SandboxConfig::new("bench-key", "bench-secret");

@@ -43,17 +43,21 @@ pub struct UnknownAccount {
 #[derive(Clone)]
 pub struct Accounts {
     clients: Arc<Swap<HashMap<String, UpstreamClient>>>,
+    /// Settings every account's client shares with the `default` one.
     timeout: Duration,
+    max_response_bytes: usize,
 }
 
 impl Accounts {
     /// Only the `default` account, calling through `default`.
     pub fn new(default: UpstreamClient) -> Self {
         let timeout = default.config().timeout;
+        let max_response_bytes = default.max_response_bytes();
         let clients = HashMap::from([(DEFAULT_ACCOUNT.to_owned(), default)]);
         Self {
             clients: Arc::new(Swap::new(clients)),
             timeout,
+            max_response_bytes,
         }
     }
 
@@ -85,7 +89,8 @@ impl Accounts {
                 api_key: spec.api_key.clone(),
                 api_secret: spec.api_secret.expose().to_owned(),
                 timeout: self.timeout,
-            })?;
+            })?
+            .with_max_response_bytes(self.max_response_bytes);
             next.insert(spec.name.clone(), client);
         }
         self.clients.set(next);
@@ -118,7 +123,7 @@ mod tests {
 
     #[test]
     fn requests_are_routed_to_their_callers_account() {
-        let accounts = Accounts::new(client("http://default.test"));
+        let accounts = Accounts::new(client("http://default.test").with_max_response_bytes(1234));
         accounts
             .replace(&[spec("brand-b", "http://b.test", "s")])
             .expect("replace");
@@ -138,6 +143,7 @@ mod tests {
         assert_eq!(routed.config().base_url, "http://b.test");
         assert_eq!(routed.config().api_key, "brand-b-key");
         assert_eq!(routed.config().timeout, Duration::from_secs(1));
+        assert_eq!(routed.max_response_bytes(), 1234);
         let Err(missing) = accounts.client("brand-c") else {
             panic!("brand-c is not configured");
         };

@@ -111,6 +111,9 @@ struct ServeArgs {
     /// Timeout of one upstream HTTP call (the caller's gRPC deadline shortens it).
     #[arg(long, env = "ITNIO_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     upstream_timeout: Duration,
+    /// Largest upstream reply body accepted, in bytes; a larger one fails the call.
+    #[arg(long, env = "ITNIO_MAX_RESPONSE_BYTES", default_value_t = crate::upstream::client::DEFAULT_MAX_RESPONSE_BYTES)]
+    max_response_bytes: usize,
     /// How long in-flight calls may finish after SIGTERM or Ctrl-C.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     shutdown_grace: Duration,
@@ -227,6 +230,8 @@ pub struct ServeConfig {
     pub upstream: UpstreamTarget,
     /// Timeout of one upstream HTTP call.
     pub upstream_timeout: Duration,
+    /// Cap on one upstream reply body, in bytes.
+    pub max_response_bytes: usize,
     /// How long in-flight calls may finish on shutdown.
     pub shutdown_grace: Duration,
     /// How WatchRecord polls.
@@ -365,6 +370,9 @@ pub enum ConfigError {
     /// `REDIS_URL` does not parse (the message never repeats it: it may hold a password).
     #[error("{0}")]
     RedisUrl(String),
+    /// A reply cap of zero would refuse every reply.
+    #[error("ITNIO_MAX_RESPONSE_BYTES must be at least 1")]
+    ZeroResponseCap,
     /// A zero duration where one is needed.
     #[error("{0} must be greater than zero")]
     ZeroDuration(&'static str),
@@ -430,6 +438,9 @@ impl ServeArgs {
         if self.upstream_timeout.is_zero() {
             return Err(ConfigError::ZeroDuration("ITNIO_TIMEOUT"));
         }
+        if self.max_response_bytes == 0 {
+            return Err(ConfigError::ZeroResponseCap);
+        }
         let secret = read_secret(self.api_secret, self.api_secret_file)?;
         let sandbox = || {
             check_speed(self.sandbox_speed).map(|speed| UpstreamTarget::Sandbox {
@@ -477,6 +488,7 @@ impl ServeArgs {
             metrics_listen: self.metrics_listen,
             upstream,
             upstream_timeout: self.upstream_timeout,
+            max_response_bytes: self.max_response_bytes,
             shutdown_grace: self.shutdown_grace,
             watch,
             store,
@@ -839,6 +851,18 @@ mod tests {
             [Duration::from_millis(100), Duration::from_secs(1)]
         );
         assert_eq!(config.watch.max_polls_per_second, 7);
+        assert_eq!(
+            config.max_response_bytes,
+            crate::upstream::client::DEFAULT_MAX_RESPONSE_BYTES
+        );
+        assert_eq!(
+            serve(&["--max-response-bytes", "1000"]).max_response_bytes,
+            1000
+        );
+        assert!(matches!(
+            parse(&["--max-response-bytes", "0"]),
+            Err(ConfigError::ZeroResponseCap)
+        ));
         assert!(matches!(
             parse(&["--watch-max-polls-per-second", "0"]),
             Err(ConfigError::ZeroRate)

@@ -303,6 +303,14 @@ fn upstream_status(error: &UpstreamError, lookup: Option<&Lookup>) -> Status {
             "UPSTREAM_BAD_RESPONSE",
             "ITNIO sent a reply that could not be read".to_owned(),
         ),
+        UpstreamError::ResponseTooLarge { limit, .. } => {
+            metadata.insert("limit_bytes".to_owned(), limit.to_string());
+            (
+                Code::Unavailable,
+                "UPSTREAM_RESPONSE_TOO_LARGE",
+                "ITNIO sent a reply larger than this service accepts".to_owned(),
+            )
+        }
     };
     details.set_error_info(reason, ERROR_DOMAIN, metadata);
     Status::with_error_details(code, message, details)

@@ -352,6 +352,7 @@ async fn connect_upstream(
         api_secret,
         timeout: config.upstream_timeout,
     })
+    .map(|client| client.with_max_response_bytes(config.max_response_bytes))
     .map_err(|e| ServerError::Upstream(e.to_string()))?;
     Ok((client, sandbox))
 }

@@ -7,25 +7,38 @@
 //! - the HTTP timeout of a call is `min(config.timeout, caller deadline)`, covering both attempts;
 //! - status `-16` (timestamp expired: nothing was processed) is re-signed and retried once;
 //! - redirects are not followed, so the signed headers never reach another host;
-//! - one `debug` line per attempt, with the route template only (no ids, numbers, codes, secrets).
+//! - one `debug` line per attempt, with the route template only (no ids, numbers, codes, secrets);
+//! - a reply body larger than the byte cap is refused while it is read (Content-Length first,
+//!   then chunk by chunk), so a runaway upstream cannot make us hold more than the cap;
+//! - replies are decoded in one pass straight into the typed wire structs (no generic JSON value).
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
+use bytes::Bytes;
 use reqwest::Url;
 use reqwest::header::{CONTENT_TYPE, HeaderValue};
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use tokio::time::Instant;
 
 use super::endpoint::Endpoint;
 use super::error::{BuildError, UpstreamError, sanitize_json_error};
+use super::lenient::Scalar;
 use super::sign::sign;
 use super::status::UpstreamStatus;
 
-const CONTENT_TYPE_JSON: &str = "application/json;charset=UTF-8";
+const CONTENT_TYPE_JSON: HeaderValue = HeaderValue::from_static("application/json;charset=UTF-8");
+/// Default cap on one reply body: ITNIO's largest documented replies (lists) are a few kB each;
+/// an account with thousands of templates stays far below this.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+/// Idle upstream connections kept per host; busier moments open more and close them after use.
+const POOL_MAX_IDLE: usize = 64;
+/// Below the keep-alive timeout of common HTTP servers (nginx 75 s), so a pooled connection is
+/// dropped by us before the server closes it under a request.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
+const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
 const USER_AGENT: &str = concat!("itnio-otp-grpc/", env!("CARGO_PKG_VERSION"));
 /// Longest `reason` text kept from a rejection; longer texts are cut.
 const MAX_REASON_CHARS: usize = 200;
@@ -59,12 +72,22 @@ impl fmt::Debug for UpstreamConfig {
 pub struct UpstreamClient {
     http: reqwest::Client,
     inner: Arc<Inner>,
+    max_response_bytes: usize,
 }
 
 struct Inner {
     config: UpstreamConfig,
-    base: Url,
+    /// The full URL of every route, by `Endpoint as usize`; ids are appended per call.
+    routes: Vec<Url>,
     api_key: HeaderValue,
+    /// `Timestamp` and `Sign` of the current second, shared by every call made in it.
+    signed: Mutex<Option<SignedSecond>>,
+}
+
+struct SignedSecond {
+    second: i64,
+    timestamp: HeaderValue,
+    sign: HeaderValue,
 }
 
 impl fmt::Debug for UpstreamClient {
@@ -75,19 +98,37 @@ impl fmt::Debug for UpstreamClient {
     }
 }
 
-/// The `{status, reason, data}` envelope, before its fields are interpreted.
+/// The `{status, reason, data}` envelope with `data` decoded as `T` in the same pass.
+/// `status` and `reason` are read leniently (string or number) and borrowed from the body.
 #[derive(Deserialize)]
-struct RawEnvelope {
+#[serde(bound(deserialize = "T: Deserialize<'de>"))]
+struct Envelope<'a, T> {
+    #[serde(default, borrow)]
+    status: Option<Scalar<'a>>,
+    #[serde(default, borrow)]
+    reason: Option<Scalar<'a>>,
     #[serde(default)]
-    status: Option<Value>,
-    #[serde(default)]
-    reason: Option<Value>,
-    #[serde(default)]
-    data: Option<Value>,
+    data: Option<T>,
 }
 
-/// A `status:"0"` reply's `data` (`None` when absent or `null`).
-type Data = Option<Value>;
+/// Root certificates for https upstreams: read from the system once per process, and only when
+/// an https base URL asks for them (an `http://` upstream never pays for it).
+fn system_roots() -> Result<&'static [reqwest::Certificate], BuildError> {
+    static ROOTS: OnceLock<Vec<reqwest::Certificate>> = OnceLock::new();
+    let roots = ROOTS.get_or_init(|| {
+        rustls_native_certs::load_native_certs()
+            .certs
+            .iter()
+            .filter_map(|der| reqwest::Certificate::from_der(der).ok())
+            .collect()
+    });
+    if roots.is_empty() {
+        return Err(BuildError::Client(
+            "no CA root certificates could be loaded from the system".into(),
+        ));
+    }
+    Ok(roots)
+}
 
 impl UpstreamClient {
     pub fn new(config: UpstreamConfig) -> Result<Self, BuildError> {
@@ -107,22 +148,49 @@ impl UpstreamClient {
         let mut api_key = HeaderValue::from_str(&config.api_key)
             .map_err(|_| BuildError::Client("api key is not a valid header value".into()))?;
         api_key.set_sensitive(true);
-        let http = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(config.timeout)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_keepalive(Duration::from_secs(30))
+            .pool_max_idle_per_host(POOL_MAX_IDLE)
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .tcp_keepalive(TCP_KEEPALIVE)
+            .tcp_nodelay(true);
+        // Redirects are off, so only the base URL's scheme is ever used.
+        let builder = if base.scheme() == "https" {
+            builder.tls_certs_only(system_roots()?.iter().cloned())
+        } else {
+            builder.tls_certs_only(std::iter::empty())
+        };
+        let http = builder
             .build()
             .map_err(|e| BuildError::Client(e.to_string()))?;
+        let routes = Endpoint::ALL
+            .iter()
+            .map(|endpoint| route_url(&base, *endpoint))
+            .collect::<Result<_, _>>()?;
         Ok(Self {
             http,
             inner: Arc::new(Inner {
                 config,
-                base,
+                routes,
                 api_key,
+                signed: Mutex::new(None),
             }),
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
         })
+    }
+
+    /// Sets the cap on one reply body (default [`DEFAULT_MAX_RESPONSE_BYTES`]); a larger reply
+    /// fails with [`UpstreamError::ResponseTooLarge`].
+    pub fn with_max_response_bytes(mut self, max: usize) -> Self {
+        self.max_response_bytes = max;
+        self
+    }
+
+    /// The byte cap on reply bodies ([`Self::with_max_response_bytes`]).
+    pub fn max_response_bytes(&self) -> usize {
+        self.max_response_bytes
     }
 
     pub fn config(&self) -> &UpstreamConfig {
@@ -137,11 +205,7 @@ impl UpstreamClient {
         body: Option<&(impl Serialize + ?Sized)>,
         deadline: Option<Duration>,
     ) -> Result<T, UpstreamError> {
-        let data = self.exchange(endpoint, id, body, deadline).await?;
-        T::deserialize(data.unwrap_or(Value::Null)).map_err(|e| UpstreamError::Decode {
-            endpoint,
-            detail: format!("data: {}", sanitize_json_error(&e)),
-        })
+        self.exchange(endpoint, id, body, deadline).await
     }
 
     /// Calls an endpoint whose success reply carries no `data` worth reading.
@@ -151,30 +215,32 @@ impl UpstreamClient {
         body: &(impl Serialize + ?Sized),
         deadline: Option<Duration>,
     ) -> Result<(), UpstreamError> {
-        self.exchange(endpoint, None, Some(body), deadline)
+        self.exchange::<IgnoredAny>(endpoint, None, Some(body), deadline)
             .await
             .map(drop)
     }
 
-    async fn exchange(
+    async fn exchange<T: DeserializeOwned>(
         &self,
         endpoint: Endpoint,
         id: Option<&str>,
         body: Option<&(impl Serialize + ?Sized)>,
         deadline: Option<Duration>,
-    ) -> Result<Data, UpstreamError> {
+    ) -> Result<T, UpstreamError> {
         let budget = deadline.map_or(self.inner.config.timeout, |d| {
             d.min(self.inner.config.timeout)
         });
         let url = self.url(endpoint, id)?;
         let body = match body {
-            Some(b) => Some(serde_json::to_vec(b).map_err(|e| UpstreamError::Connect {
-                endpoint,
-                detail: format!(
-                    "request body could not be encoded: {}",
-                    sanitize_json_error(&e)
-                ),
-            })?),
+            Some(b) => Some(Bytes::from(serde_json::to_vec(b).map_err(|e| {
+                UpstreamError::Connect {
+                    endpoint,
+                    detail: format!(
+                        "request body could not be encoded: {}",
+                        sanitize_json_error(&e)
+                    ),
+                }
+            })?)),
             None => None,
         };
         let started = Instant::now();
@@ -190,7 +256,7 @@ impl UpstreamClient {
                 });
             }
             match self
-                .attempt(endpoint, &url, body.as_deref(), remaining, attempt)
+                .attempt(endpoint, &url, body.as_ref(), remaining, attempt)
                 .await
             {
                 Err(UpstreamError::Rejected { status: -16, .. }) if attempt == 1 => attempt += 1,
@@ -200,17 +266,15 @@ impl UpstreamClient {
     }
 
     /// One signed request with a fresh timestamp.
-    async fn attempt(
+    async fn attempt<T: DeserializeOwned>(
         &self,
         endpoint: Endpoint,
         url: &Url,
-        body: Option<&[u8]>,
+        body: Option<&Bytes>,
         timeout: Duration,
         attempt: u32,
-    ) -> Result<Data, UpstreamError> {
-        let timestamp = chrono::Utc::now().timestamp().to_string();
-        let config = &self.inner.config;
-        let signature = sign(&config.api_key, &config.api_secret, &timestamp);
+    ) -> Result<T, UpstreamError> {
+        let (timestamp, signature) = self.signed_headers();
         let mut request = self
             .http
             .request(endpoint.method(), url.clone())
@@ -220,8 +284,9 @@ impl UpstreamClient {
             .header("Sign", signature)
             .header(CONTENT_TYPE, CONTENT_TYPE_JSON);
         if let Some(body) = body {
-            request = request.body(body.to_vec());
+            request = request.body(body.clone());
         }
+        let cap = self.max_response_bytes;
 
         let started = Instant::now();
         let exchange = async {
@@ -236,15 +301,14 @@ impl UpstreamClient {
                     },
                 ));
             }
-            let bytes = response
-                .bytes()
+            let bytes = read_capped(endpoint, response, cap)
                 .await
-                .map_err(|e| (Some(http_status.as_u16()), read_error(endpoint, e)))?;
+                .map_err(|e| (Some(http_status.as_u16()), e))?;
             Ok((http_status.as_u16(), bytes))
         };
         let outcome = match tokio::time::timeout(timeout, exchange).await {
             Ok(Ok((http_status, bytes))) => {
-                let result = interpret(endpoint, &bytes);
+                let result = decode(endpoint, &bytes);
                 (Some(http_status), result)
             }
             Ok(Err((http_status, err))) => (http_status, Err(err)),
@@ -275,60 +339,174 @@ impl UpstreamClient {
         result
     }
 
-    fn url(&self, endpoint: Endpoint, id: Option<&str>) -> Result<Url, UpstreamError> {
-        debug_assert_eq!(endpoint.takes_id(), id.is_some(), "{endpoint}");
-        let mut url = self.inner.base.clone();
-        {
-            // `new` checked that the base URL can carry a path.
-            let Ok(mut segments) = url.path_segments_mut() else {
-                return Err(UpstreamError::Connect {
-                    endpoint,
-                    detail: "base URL cannot carry a path".into(),
+    /// `Timestamp` and `Sign` for now: computed once per second, then shared (cheap clones).
+    fn signed_headers(&self) -> (HeaderValue, HeaderValue) {
+        self.signed_headers_at(chrono::Utc::now().timestamp())
+    }
+
+    fn signed_headers_at(&self, second: i64) -> (HeaderValue, HeaderValue) {
+        let mut signed = self
+            .inner
+            .signed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match &*signed {
+            Some(s) if s.second == second => (s.timestamp.clone(), s.sign.clone()),
+            _ => {
+                let config = &self.inner.config;
+                let timestamp = HeaderValue::from(second);
+                let mut sign = HeaderValue::from_str(&sign(
+                    &config.api_key,
+                    &config.api_secret,
+                    &second.to_string(),
+                ))
+                .unwrap_or_else(|_| unreachable!("a hex digest is a valid header value"));
+                sign.set_sensitive(true);
+                *signed = Some(SignedSecond {
+                    second,
+                    timestamp: timestamp.clone(),
+                    sign: sign.clone(),
                 });
-            };
-            segments.pop_if_empty().extend(endpoint.fixed_segments());
-            if let Some(id) = id {
-                // `url` silently drops "." and ".." segments, which would change the route.
-                if id.is_empty() || id == "." || id == ".." {
-                    return Err(UpstreamError::Rejected {
-                        endpoint,
-                        status: UpstreamStatus::ParameterError.code(),
-                        reason: "path id is empty or a dot segment (not sent)".into(),
-                    });
-                }
-                // Percent-encodes everything outside the path-segment set, '/' and '%' included.
-                segments.push(id);
+                (timestamp, sign)
             }
         }
+    }
+
+    fn url(&self, endpoint: Endpoint, id: Option<&str>) -> Result<Url, UpstreamError> {
+        debug_assert_eq!(endpoint.takes_id(), id.is_some(), "{endpoint}");
+        let mut url = self.inner.routes[endpoint as usize].clone();
+        let Some(id) = id else {
+            return Ok(url);
+        };
+        // `url` silently drops "." and ".." segments, which would change the route.
+        if id.is_empty() || id == "." || id == ".." {
+            return Err(UpstreamError::Rejected {
+                endpoint,
+                status: UpstreamStatus::ParameterError.code(),
+                reason: "path id is empty or a dot segment (not sent)".into(),
+            });
+        }
+        // `new` checked that the base URL can carry a path (`route_url`).
+        let Ok(mut segments) = url.path_segments_mut() else {
+            return Err(UpstreamError::Connect {
+                endpoint,
+                detail: "base URL cannot carry a path".into(),
+            });
+        };
+        // Percent-encodes everything outside the path-segment set, '/' and '%' included.
+        segments.push(id);
+        drop(segments);
         Ok(url)
     }
 }
 
-/// Reads the envelope of a 2xx reply.
-fn interpret(endpoint: Endpoint, bytes: &[u8]) -> Result<Data, UpstreamError> {
-    let envelope: RawEnvelope =
-        serde_json::from_slice(bytes).map_err(|e| UpstreamError::Decode {
+/// The URL of a route without its id: the base URL's path followed by the route's fixed path.
+fn route_url(base: &Url, endpoint: Endpoint) -> Result<Url, BuildError> {
+    let mut url = base.clone();
+    url.path_segments_mut()
+        .map_err(|()| BuildError::BaseUrl("cannot carry a path".into()))?
+        .pop_if_empty()
+        .extend(endpoint.fixed_segments());
+    Ok(url)
+}
+
+/// Reads a reply body of at most `cap` bytes: a larger declared `Content-Length` is refused
+/// before reading, and a body without one is refused as soon as it grows past the cap.
+async fn read_capped(
+    endpoint: Endpoint,
+    mut response: reqwest::Response,
+    cap: usize,
+) -> Result<Bytes, UpstreamError> {
+    let too_large = || UpstreamError::ResponseTooLarge {
+        endpoint,
+        limit: cap,
+    };
+    let declared = response.content_length();
+    if declared.is_some_and(|n| n > cap as u64) {
+        return Err(too_large());
+    }
+    let mut next = async || response.chunk().await.map_err(|e| read_error(endpoint, e));
+    // Most replies arrive in one chunk: hand it over without copying.
+    let Some(first) = next().await? else {
+        return Ok(Bytes::new());
+    };
+    if first.len() > cap {
+        return Err(too_large());
+    }
+    let Some(second) = next().await? else {
+        return Ok(first);
+    };
+    let hint = declared.map_or(first.len() + second.len(), |n| n as usize);
+    let mut body = Vec::with_capacity(hint.min(cap));
+    let mut chunk = Some(second);
+    body.extend_from_slice(&first);
+    while let Some(bytes) = chunk {
+        if body.len() + bytes.len() > cap {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&bytes);
+        chunk = next().await?;
+    }
+    Ok(Bytes::from(body))
+}
+
+/// Decodes a 2xx reply: `status` must be 0, then `data` (absent or `null` read as `null`) is
+/// `T`. One pass in the common case; a reply whose `data` does not fit `T` is read again for
+/// its status only, because a rejection may carry any `data`.
+fn decode<T: DeserializeOwned>(endpoint: Endpoint, bytes: &[u8]) -> Result<T, UpstreamError> {
+    let typed = match serde_json::from_slice::<Envelope<'_, T>>(bytes) {
+        Ok(envelope) => {
+            let data = check_status(endpoint, &envelope).map(|()| envelope.data)?;
+            return match data {
+                Some(data) => Ok(data),
+                None => serde_json::from_slice(b"null"),
+            }
+            .map_err(|e| data_error(endpoint, &e));
+        }
+        Err(e) => e,
+    };
+    let envelope = serde_json::from_slice::<Envelope<'_, IgnoredAny>>(bytes).map_err(|e| {
+        UpstreamError::Decode {
             endpoint,
             detail: format!("envelope: {}", sanitize_json_error(&e)),
-        })?;
-    let status = match envelope.status {
-        Some(Value::String(s)) => s.trim().parse::<i32>().ok(),
-        Some(Value::Number(n)) => n.as_i64().and_then(|n| i32::try_from(n).ok()),
+        }
+    })?;
+    check_status(endpoint, &envelope)?;
+    Err(data_error(endpoint, &typed))
+}
+
+fn data_error(endpoint: Endpoint, err: &serde_json::Error) -> UpstreamError {
+    UpstreamError::Decode {
+        endpoint,
+        detail: format!("data: {}", sanitize_json_error(err)),
+    }
+}
+
+/// `Ok` for status 0 (a string or a number); the rejection for any other integer.
+fn check_status<T>(endpoint: Endpoint, envelope: &Envelope<'_, T>) -> Result<(), UpstreamError> {
+    let status = match &envelope.status {
+        Some(Scalar::Text(s)) => s.trim().parse::<i32>().ok(),
+        Some(Scalar::Int(n)) => i32::try_from(*n).ok(),
+        Some(Scalar::Uint(n)) => i32::try_from(*n).ok(),
         _ => None,
     }
     .ok_or_else(|| UpstreamError::Decode {
         endpoint,
         detail: "envelope: missing or non-integer status".into(),
     })?;
-    if status != 0 {
-        return Err(rejected(endpoint, status, envelope.reason.as_ref()));
+    if status == 0 {
+        return Ok(());
     }
-    Ok(envelope.data.filter(|d| !d.is_null()))
+    let reason = match &envelope.reason {
+        Some(Scalar::Text(s)) => Some(s.as_ref()),
+        _ => None,
+    };
+    Err(rejected(endpoint, status, reason))
 }
 
-fn rejected(endpoint: Endpoint, status: i32, reason: Option<&Value>) -> UpstreamError {
+fn rejected(endpoint: Endpoint, status: i32, reason: Option<&str>) -> UpstreamError {
     let reason = match reason {
-        Some(Value::String(s)) if !s.trim().is_empty() => scrub_reason(s),
+        Some(s) if !s.trim().is_empty() => scrub_reason(s),
         _ => UpstreamStatus::from_code(status).description().to_owned(),
     };
     UpstreamError::Rejected {
@@ -409,7 +587,7 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> Option<String> {
     Some(cause.to_string())
 }
 
-fn outcome_name(result: &Result<Data, UpstreamError>) -> &'static str {
+fn outcome_name<T>(result: &Result<T, UpstreamError>) -> &'static str {
     match result {
         Ok(_) => "ok",
         Err(UpstreamError::Rejected { .. }) => "rejected",
@@ -418,6 +596,7 @@ fn outcome_name(result: &Result<Data, UpstreamError>) -> &'static str {
         Err(UpstreamError::Interrupted { .. }) => "interrupted",
         Err(UpstreamError::Http { .. }) => "http",
         Err(UpstreamError::Decode { .. }) => "decode",
+        Err(UpstreamError::ResponseTooLarge { .. }) => "too_large",
     }
 }
 
@@ -498,30 +677,111 @@ mod tests {
     fn envelope_status_as_string_or_number() {
         let e = Endpoint::FlowList;
         assert_eq!(
-            interpret(e, br#"{"status":"0","reason":"success","data":[1]}"#).expect("ok"),
-            Some(serde_json::json!([1]))
+            decode::<Vec<i32>>(e, br#"{"data":[1],"status":"0","reason":"success"}"#).expect("ok"),
+            [1]
         );
         assert_eq!(
-            interpret(e, br#"{"status":0,"data":null}"#).expect("ok"),
+            decode::<Option<i32>>(e, br#"{"status":0,"data":null}"#).expect("ok"),
             None
         );
-        match interpret(e, br#"{"status":-27,"reason":"Period total send limit"}"#) {
-            Err(UpstreamError::Rejected { status, reason, .. }) => {
-                assert_eq!((status, reason.as_str()), (-27, "Period total send limit"))
+        assert_eq!(
+            decode::<Option<i32>>(e, br#"{"status":" 0 "}"#).expect("ok"),
+            None
+        );
+        for rejection in [
+            &br#"{"status":-27,"reason":"Period total send limit"}"#[..],
+            br#"{"data":{"x":1},"status":"-27","reason":"Period total send limit"}"#,
+        ] {
+            match decode::<Vec<i32>>(e, rejection) {
+                Err(UpstreamError::Rejected { status, reason, .. }) => {
+                    assert_eq!((status, reason.as_str()), (-27, "Period total send limit"))
+                }
+                other => panic!("unexpected {other:?}"),
             }
+        }
+        match decode::<Vec<i32>>(e, br#"{"status":-24,"reason":7}"#) {
+            Err(UpstreamError::Rejected { reason, .. }) => assert_eq!(reason, "Data unexisting"),
             other => panic!("unexpected {other:?}"),
         }
         for bad in [
             &br#"{"reason":"x"}"#[..],
             br#"{"status":"zero"}"#,
+            br#"{"status":0.0}"#,
+            br#"{"status":4294967296}"#,
+            br#"{"status":[0]}"#,
             b"[]",
             b"<html>",
         ] {
-            assert!(matches!(
-                interpret(e, bad),
-                Err(UpstreamError::Decode { .. })
-            ));
+            match decode::<IgnoredAny>(e, bad) {
+                Err(UpstreamError::Decode { detail, .. }) => {
+                    assert!(detail.starts_with("envelope: "), "{detail}")
+                }
+                other => panic!("unexpected {other:?}"),
+            }
         }
+        match decode::<Vec<i32>>(e, br#"{"status":"0","data":{"x":"9990012345"}}"#) {
+            Err(UpstreamError::Decode { detail, .. }) => {
+                assert!(detail.starts_with("data: "), "{detail}");
+                assert!(!detail.contains("9990012345"), "{detail}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn signature_is_shared_within_a_second_and_renewed_after() {
+        let c = client("http://127.0.0.1:1/otp");
+        let (t1, s1) = c.signed_headers_at(1_630_468_800);
+        assert_eq!(t1, "1630468800");
+        assert_eq!(s1, sign("key", "s3cr3t-value", "1630468800"));
+        assert!(s1.is_sensitive());
+        let (t1_again, s1_again) = c.signed_headers_at(1_630_468_800);
+        assert_eq!((&t1_again, &s1_again), (&t1, &s1));
+        // Shared, not rebuilt: the same bytes in memory, not an equal copy.
+        assert_eq!(t1_again.as_bytes().as_ptr(), t1.as_bytes().as_ptr());
+        assert_eq!(s1_again.as_bytes().as_ptr(), s1.as_bytes().as_ptr());
+        let (t2, s2) = c.signed_headers_at(1_630_468_801);
+        assert_eq!(t2, "1630468801");
+        assert_eq!(s2, sign("key", "s3cr3t-value", "1630468801"));
+        assert_ne!(s1, s2);
+    }
+
+    #[test]
+    fn default_cap_is_the_documented_4_mib() {
+        assert_eq!(DEFAULT_MAX_RESPONSE_BYTES, 4_194_304);
+        let c = client("http://127.0.0.1:1/otp");
+        assert_eq!(c.max_response_bytes, DEFAULT_MAX_RESPONSE_BYTES);
+        assert_eq!(c.with_max_response_bytes(10).max_response_bytes, 10);
+    }
+
+    #[test]
+    fn https_uses_the_system_roots_and_http_needs_none() {
+        assert!(
+            !system_roots()
+                .expect("this machine has a CA store")
+                .is_empty()
+        );
+        client("https://api.itniotech.com/otp");
+        client("http://127.0.0.1:1/otp");
+    }
+
+    #[test]
+    fn empty_reasons_fall_back_to_the_description() {
+        match decode::<IgnoredAny>(Endpoint::FlowList, br#"{"status":"-24","reason":"  "}"#) {
+            Err(UpstreamError::Rejected { reason, .. }) => assert_eq!(reason, "Data unexisting"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn outcomes_are_named() {
+        let e = Endpoint::FlowList;
+        assert_eq!(outcome_name::<()>(&Ok(())), "ok");
+        let too_large = UpstreamError::ResponseTooLarge {
+            endpoint: e,
+            limit: 1,
+        };
+        assert_eq!(outcome_name::<()>(&Err(too_large)), "too_large");
     }
 
     #[test]

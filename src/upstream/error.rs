@@ -1,6 +1,7 @@
 //! Failures at the REST edge, kept apart by *where* the call failed (smithy-rs style):
 //! not sent ([`UpstreamError::Connect`]), maybe processed ([`UpstreamError::Timeout`]), HTTP-level
-//! refusal ([`UpstreamError::Http`]), unreadable reply ([`UpstreamError::Decode`]) and a business
+//! refusal ([`UpstreamError::Http`]), unreadable or oversized reply ([`UpstreamError::Decode`],
+//! [`UpstreamError::ResponseTooLarge`]) and a business
 //! "no" from ITNIO ([`UpstreamError::Rejected`]). Each needs a different gRPC code and retry rule.
 //!
 //! No variant carries a secret, a phone number, an OTP code or a concrete path id: the endpoint is
@@ -36,6 +37,10 @@ pub enum UpstreamError {
     /// 200 reply whose body could not be decoded.
     #[error("{endpoint}: undecodable reply: {detail}")]
     Decode { endpoint: Endpoint, detail: String },
+    /// Reply body larger than the configured cap; reading stopped there (ITNIO may have
+    /// processed the request).
+    #[error("{endpoint}: reply body larger than {limit} bytes")]
+    ResponseTooLarge { endpoint: Endpoint, limit: usize },
 }
 
 impl UpstreamError {
@@ -47,16 +52,20 @@ impl UpstreamError {
             | Self::Connect { endpoint, .. }
             | Self::Interrupted { endpoint, .. }
             | Self::Http { endpoint, .. }
-            | Self::Decode { endpoint, .. } => *endpoint,
+            | Self::Decode { endpoint, .. }
+            | Self::ResponseTooLarge { endpoint, .. } => *endpoint,
         }
     }
 
     /// Whether ITNIO may have acted on the request: a timeout, a connection lost after the
-    /// request was written, an HTTP 5xx (a gateway may have passed it on) or an unreadable reply.
-    /// `false` means it certainly did not (never reached it, or it answered "no").
+    /// request was written, an HTTP 5xx (a gateway may have passed it on), an unreadable or an
+    /// oversized reply. `false` means it certainly did not (never reached it, or it answered "no").
     pub fn may_have_been_processed(&self) -> bool {
         match self {
-            Self::Timeout { .. } | Self::Interrupted { .. } | Self::Decode { .. } => true,
+            Self::Timeout { .. }
+            | Self::Interrupted { .. }
+            | Self::Decode { .. }
+            | Self::ResponseTooLarge { .. } => true,
             Self::Http { status, .. } => *status >= 500,
             Self::Rejected { .. } | Self::Connect { .. } => false,
         }

@@ -9,27 +9,107 @@
 /// Marks an error message written here (and therefore free of wire values).
 pub(crate) const MESSAGE_PREFIX: &str = "lenient: ";
 
-use serde::de::{DeserializeOwned, Error as _};
+use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::value::{BorrowedStrDeserializer, MapAccessDeserializer, StrDeserializer};
+use serde::de::{self, DeserializeOwned, Error as _, IgnoredAny, IntoDeserializer, Visitor};
 use serde::{Deserialize, Deserializer};
-use serde_json::Value;
+
+/// One wire value as the lenient decoders see it, read straight from the JSON stream: text is
+/// borrowed when it has no escapes, and arrays or objects are skipped without being built.
+pub(crate) enum Scalar<'de> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Uint(u64),
+    Float(f64),
+    Text(Cow<'de, str>),
+    /// An array or an object, already consumed; the name says which.
+    Nested(&'static str),
+}
+
+impl Scalar<'_> {
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Null => "null",
+            Self::Bool(_) => "a boolean",
+            Self::Int(_) | Self::Uint(_) | Self::Float(_) => "a number",
+            Self::Text(_) => "a string",
+            Self::Nested(kind) => kind,
+        }
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Scalar<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ScalarVisitor(PhantomData))
+    }
+}
+
+struct ScalarVisitor<'a>(PhantomData<&'a ()>);
+
+impl<'de: 'a, 'a> Visitor<'de> for ScalarVisitor<'a> {
+    type Value = Scalar<'a>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Scalar::Null)
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(Scalar::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Scalar::Int(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Scalar::Uint(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(Scalar::Float(v))
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Scalar::Text(Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Scalar::Text(Cow::Owned(v.to_owned())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Scalar::Text(Cow::Owned(v)))
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Nested("an array"))
+    }
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Nested("an object"))
+    }
+}
+
+fn unexpected<E: de::Error>(expected: &str, found: &Scalar<'_>) -> E {
+    E::custom(format!(
+        "lenient: expected {expected}, found {}",
+        found.kind()
+    ))
+}
 
 /// Integer from a number, an integral float or a numeric string; `null`/`""` → `None`.
 pub fn opt_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-    match Value::deserialize(d)? {
-        Value::Null => Ok(None),
-        Value::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                Ok(Some(i))
-            } else {
-                match n.as_f64() {
-                    Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(Some(f as i64)),
-                    _ => Err(D::Error::custom(
-                        "lenient: expected an integer, found another number",
-                    )),
-                }
-            }
-        }
-        Value::String(s) => {
+    match Scalar::deserialize(d)? {
+        Scalar::Null => Ok(None),
+        Scalar::Int(i) => Ok(Some(i)),
+        Scalar::Uint(u) => i64::try_from(u)
+            .map(Some)
+            .map_err(|_| D::Error::custom("lenient: expected an integer, found another number")),
+        Scalar::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(Some(f as i64)),
+        Scalar::Float(_) => Err(D::Error::custom(
+            "lenient: expected an integer, found another number",
+        )),
+        Scalar::Text(s) => {
             let t = s.trim();
             if t.is_empty() {
                 Ok(None)
@@ -39,10 +119,7 @@ pub fn opt_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error>
                 })
             }
         }
-        other => Err(D::Error::custom(format!(
-            "lenient: expected an integer, found {}",
-            kind(&other)
-        ))),
+        other => Err(unexpected("an integer", &other)),
     }
 }
 
@@ -63,15 +140,17 @@ pub fn i32_or_zero<'de, D: Deserializer<'de>>(d: D) -> Result<i32, D::Error> {
 
 /// Text from a string, a number or a bool; `null` → `None`.
 pub fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    match Value::deserialize(d)? {
-        Value::Null => Ok(None),
-        Value::String(s) => Ok(Some(s)),
-        Value::Number(n) => Ok(Some(n.to_string())),
-        Value::Bool(b) => Ok(Some(b.to_string())),
-        other => Err(D::Error::custom(format!(
-            "lenient: expected a string, found {}",
-            kind(&other)
-        ))),
+    match Scalar::deserialize(d)? {
+        Scalar::Null => Ok(None),
+        Scalar::Text(s) => Ok(Some(s.into_owned())),
+        Scalar::Int(i) => Ok(Some(i.to_string())),
+        Scalar::Uint(u) => Ok(Some(u.to_string())),
+        // serde_json's own float formatting, as a `Value` would print it.
+        Scalar::Float(f) => Ok(Some(
+            serde_json::Number::from_f64(f).map_or_else(|| f.to_string(), |n| n.to_string()),
+        )),
+        Scalar::Bool(b) => Ok(Some(b.to_string())),
+        other => Err(unexpected("a string", &other)),
     }
 }
 
@@ -82,41 +161,82 @@ pub fn string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 
 /// Boolean from `true`/`false`, `0`/`1` or their string forms; `null` → `false`.
 pub fn bool_or_false<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
-    match Value::deserialize(d)? {
-        Value::Null => Ok(false),
-        Value::Bool(b) => Ok(b),
-        Value::Number(n) => Ok(n.as_f64().is_some_and(|f| f != 0.0)),
-        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+    match Scalar::deserialize(d)? {
+        Scalar::Null => Ok(false),
+        Scalar::Bool(b) => Ok(b),
+        Scalar::Int(i) => Ok(i != 0),
+        Scalar::Uint(u) => Ok(u != 0),
+        Scalar::Float(f) => Ok(f != 0.0),
+        Scalar::Text(s) => match s.trim().to_ascii_lowercase().as_str() {
             "true" | "1" => Ok(true),
             "false" | "0" | "" => Ok(false),
             _ => Err(D::Error::custom(
                 "lenient: expected a boolean, found another string",
             )),
         },
-        other => Err(D::Error::custom(format!(
-            "lenient: expected a boolean, found {}",
-            kind(&other)
-        ))),
+        other => Err(unexpected("a boolean", &other)),
     }
 }
 
-/// A list that may arrive as an array, a single object, `null` or not at all (→ empty).
+/// A list that may arrive as an array, a single value, `null` or not at all (→ empty); `null`
+/// items are dropped. Items are decoded as they stream by, never through a generic value.
 pub fn one_or_many<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
 where
     D: Deserializer<'de>,
     T: DeserializeOwned,
 {
-    let value = Value::deserialize(d)?;
-    let items = match value {
-        Value::Null => return Ok(Vec::new()),
-        Value::Array(items) => items,
-        single => vec![single],
-    };
-    items
-        .into_iter()
-        .filter(|item| !item.is_null())
-        .map(|item| T::deserialize(item).map_err(|e| D::Error::custom(e.to_string())))
-        .collect()
+    d.deserialize_any(OneOrManyVisitor(PhantomData))
+}
+
+struct OneOrManyVisitor<T>(PhantomData<T>);
+
+impl<T> OneOrManyVisitor<T> {
+    fn one<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<T>, D::Error>
+    where
+        T: Deserialize<'de>,
+    {
+        T::deserialize(d).map(|item| vec![item])
+    }
+}
+
+impl<'de, T: DeserializeOwned> Visitor<'de> for OneOrManyVisitor<T> {
+    type Value = Vec<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list, a single item or null")
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Vec::new())
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        // At most a modest pre-allocation: the hint comes from the wire.
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while let Some(item) = seq.next_element::<Option<T>>()? {
+            items.extend(item);
+        }
+        Ok(items)
+    }
+    fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        Self::one(MapAccessDeserializer::new(map))
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        Self::one(v.into_deserializer())
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Self::one(v.into_deserializer())
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Self::one(v.into_deserializer())
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Self::one(v.into_deserializer())
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Self::one(BorrowedStrDeserializer::new(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        T::deserialize(StrDeserializer::<E>::new(v)).map(|item| vec![item])
+    }
 }
 
 /// An optional object that may also arrive as a one-element array; `null`/`[]` → `None`.
@@ -134,17 +254,6 @@ pub(crate) struct OneOrMany<T>(pub Vec<T>);
 impl<'de, T: DeserializeOwned> Deserialize<'de> for OneOrMany<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         one_or_many(d).map(OneOrMany)
-    }
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 
@@ -232,6 +341,75 @@ mod tests {
         assert!(v.is_empty());
         let OneOrMany(v): OneOrMany<Item> = serde_json::from_str(r#"{"x":1}"#).expect("object");
         assert_eq!(v, vec![Item { x: Some(1) }]);
+    }
+
+    #[test]
+    fn floats_must_be_integral_and_in_range() {
+        assert_eq!(probe(r#"{"b":8.0e15}"#).b, Some(8_000_000_000_000_000));
+        for json in [
+            r#"{"b":5.5}"#,
+            r#"{"b":9.0e15}"#,
+            r#"{"b":1e300}"#,
+            r#"{"b":18446744073709551615}"#,
+        ] {
+            let err = serde_json::from_str::<Probe>(json).expect_err("rejected");
+            assert!(err.to_string().contains("found another number"), "{err}");
+        }
+    }
+
+    #[test]
+    fn errors_name_what_was_found() {
+        for (json, found) in [
+            (r#"{"a":{"x":1}}"#, "found an object"),
+            (r#"{"c":[1]}"#, "found an array"),
+            (r#"{"f":[true]}"#, "found an array"),
+            (r#"{"a":true}"#, "found a boolean"),
+        ] {
+            let err = serde_json::from_str::<Probe>(json).expect_err("rejected");
+            assert!(err.to_string().contains(found), "{json}: {err}");
+        }
+        let err = serde_json::from_str::<Probe>(r#"{"e":"x"}"#).expect_err("a string is no item");
+        assert!(err.to_string().contains("expected struct Item"), "{err}");
+    }
+
+    #[test]
+    fn single_scalars_are_one_item_lists() {
+        use serde_json::{Value, json};
+        let list = |text: &str| -> Vec<Value> {
+            let OneOrMany(v) = serde_json::from_str(text).expect("decodes");
+            v
+        };
+        assert_eq!(list(r#""x""#), [json!("x")]);
+        assert_eq!(list(r#""a\"b""#), [json!("a\"b")]);
+        assert_eq!(list("true"), [json!(true)]);
+        assert_eq!(list("-1"), [json!(-1)]);
+        assert_eq!(list("7"), [json!(7)]);
+        assert_eq!(list("1.5"), [json!(1.5)]);
+        assert_eq!(list("[1,null,2]"), [json!(1), json!(2)]);
+        assert_eq!(
+            probe(r#"{"c":"a\"b","d":1.5}"#),
+            Probe {
+                c: Some("a\"b".into()),
+                d: "1.5".into(),
+                ..Probe::default()
+            }
+        );
+        assert_eq!(
+            probe(r#"{"c":18446744073709551615,"d":-3}"#).c.as_deref(),
+            Some("18446744073709551615")
+        );
+        assert_eq!(probe(r#"{"d":true}"#).d, "true");
+    }
+
+    #[test]
+    fn booleans_from_every_number_kind() {
+        assert!(probe(r#"{"f":-1}"#).f);
+        assert!(!probe(r#"{"f":0}"#).f);
+        assert!(probe(r#"{"f":0.5}"#).f);
+        assert!(!probe(r#"{"f":0.0}"#).f);
+        assert!(!probe(r#"{"f":""}"#).f);
+        assert!(serde_json::from_str::<Probe>(r#"{"f":"yes"}"#).is_err());
+        assert!(serde_json::from_str::<Probe>(r#"{"f":{}}"#).is_err());
     }
 
     #[test]

@@ -107,6 +107,8 @@ fn is_transient(error: &UpstreamError) -> bool {
         | UpstreamError::Interrupted { .. }
         | UpstreamError::Decode { .. } => true,
         UpstreamError::Http { status, .. } => *status == 429 || *status >= 500,
+        // The same record will not shrink below the cap by asking again.
+        UpstreamError::ResponseTooLarge { .. } => false,
         UpstreamError::Rejected { status, .. } => {
             UpstreamStatus::from_code(*status) == UpstreamStatus::SystemError
         }

@@ -147,6 +147,7 @@ pub fn upstream_config(base_url: &str) -> ServeConfig {
             api_secret: Secret::new(API_SECRET),
         },
         upstream_timeout: Duration::from_secs(5),
+        max_response_bytes: itnio_otp_grpc::upstream::client::DEFAULT_MAX_RESPONSE_BYTES,
         shutdown_grace: Duration::from_secs(2),
         watch: WatchConfig {
             backoff: vec![Duration::from_millis(20), Duration::from_millis(50)],

@@ -1,0 +1,744 @@
+//! Benchmark: what the facade costs on top of a direct REST call (issue 10).
+//!
+//! One run starts the sandbox (`itnio-otp-grpc sandbox`) and the facade (`itnio-otp-grpc`,
+//! pointed at the sandbox with its credentials) as child processes and measures three paths side
+//! by side, at concurrency 1, 16 and 64:
+//! - **floor**: `grpc.health.v1.Health/Check` on the facade (one gRPC hop, no upstream);
+//! - **direct**: the signed REST call to the sandbox that the RPC stands for;
+//! - **facade**: the RPC (`ListFlows`, `GetRecord`, `SendVerification`) through the facade.
+//!
+//! Reported per cell: req/s, p50/p99/p99.9 latency, CPU µs per request of the facade and of the
+//! sandbox (summed over all threads from `/proc/PID/task/*/schedstat`, nanosecond resolution;
+//! `/proc/PID/stat` ticks are too coarse for the idle figure), the facade's RSS, and each figure
+//! as a ratio to the floor and the direct path of the same run. Also: the first call on a fresh
+//! connection, exec → SERVING, idle CPU per second and idle RSS of a fresh facade. Ends with the
+//! targets of issue 10 item 2 marked PASS/FAIL.
+//!
+//! Run: `cargo bench --bench facade` (3 rounds of 2 s per cell, medians; ~3 minutes) or
+//! `cargo bench --bench facade -- --quick` (1 round of 0.8 s per cell; ~30 s). `FACADE_BENCH_SECS`
+//! and `FACADE_BENCH_ROUNDS` override either. The load generator runs in this process and shares
+//! the machine's cores with both servers, equally for all three paths.
+
+mod common;
+
+use std::{
+    future::Future,
+    net::{SocketAddr, TcpListener},
+    pin::Pin,
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use itnio_otp_grpc::{
+    proto::v1::{
+        self as pb, app_service_client::AppServiceClient, flow_service_client::FlowServiceClient,
+        record_service_client::RecordServiceClient, template_service_client::TemplateServiceClient,
+        verification_service_client::VerificationServiceClient,
+    },
+    upstream::sign,
+};
+use tonic::transport::Channel;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+const KEY: &str = "bench-key";
+const SECRET: &str = "bench-secret";
+const CONCURRENCIES: [usize; 3] = [1, 16, 64];
+/// gRPC load spreads over at most this many HTTP/2 connections (h2load's `-c 4 -m 16` at c=64).
+const MAX_CONNECTIONS: usize = 4;
+const WARMUP: Duration = Duration::from_millis(250);
+const FRESH_CONNECTIONS: usize = 20;
+const STARTS: usize = 5;
+const IDLE_WINDOW: Duration = Duration::from_secs(3);
+const READY_DEADLINE: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------------------------------------
+// Child processes
+
+/// A child process of the benchmark's binary, killed on drop.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Server {
+    fn spawn(args: &[&str], envs: &[(&str, String)]) -> Self {
+        let addr = free_port();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_itnio-otp-grpc"));
+        command
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (name, value) in envs {
+            command.env(name, value.replace("{addr}", &addr.to_string()));
+        }
+        let child = command.spawn().expect("start itnio-otp-grpc");
+        Self { child, addr }
+    }
+
+    fn sandbox() -> Self {
+        Self::spawn(
+            &["sandbox"],
+            &[
+                ("SANDBOX_LISTEN_ADDR", "{addr}".into()),
+                ("SANDBOX_API_KEY", KEY.into()),
+                ("SANDBOX_API_SECRET", SECRET.into()),
+            ],
+        )
+    }
+
+    fn facade(sandbox: SocketAddr) -> Self {
+        Self::spawn(
+            &[],
+            &[
+                ("GRPC_LISTEN_ADDR", "{addr}".into()),
+                ("ITNIO_API_KEY", KEY.into()),
+                ("ITNIO_API_SECRET", SECRET.into()),
+                ("ITNIO_BASE_URL", format!("http://{sandbox}")),
+            ],
+        )
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits until a TCP connect succeeds (the sandbox speaks HTTP/1.1, not gRPC).
+    async fn wait_listening(&self) {
+        let deadline = Instant::now() + READY_DEADLINE;
+        while tokio::net::TcpStream::connect(self.addr).await.is_err() {
+            assert!(Instant::now() < deadline, "server did not start listening");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Polls Health/Check until SERVING; returns the channel that saw it.
+    async fn wait_serving(&self) -> Channel {
+        let deadline = Instant::now() + READY_DEADLINE;
+        loop {
+            assert!(Instant::now() < deadline, "facade did not become SERVING");
+            if let Ok(channel) = endpoint(self.addr).connect().await {
+                let status = HealthClient::new(channel.clone())
+                    .check(HealthCheckRequest::default())
+                    .await
+                    .map(|r| r.into_inner().status);
+                if matches!(status, Ok(s) if s == ServingStatus::Serving as i32) {
+                    return channel;
+                }
+            }
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local addr")
+}
+
+fn endpoint(addr: SocketAddr) -> tonic::transport::Endpoint {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .tcp_nodelay(true)
+}
+
+/// CPU time used so far by every thread of `pid`, in nanoseconds.
+fn cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Resident set size of `pid` in bytes.
+fn rss(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
+// ---------------------------------------------------------------------------------------------
+// What is called
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Method {
+    ListFlows,
+    GetRecord,
+    SendVerification,
+}
+
+impl Method {
+    const ALL: [Method; 3] = [Self::ListFlows, Self::GetRecord, Self::SendVerification];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::ListFlows => "ListFlows",
+            Self::GetRecord => "GetRecord",
+            Self::SendVerification => "SendVerification",
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Path {
+    Floor,
+    Direct,
+    Facade,
+}
+
+impl Path {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Floor => "floor",
+            Self::Direct => "direct",
+            Self::Facade => "facade",
+        }
+    }
+}
+
+/// Ids created once through the facade before measuring.
+struct Fixture {
+    app_id: String,
+    template_id: String,
+    verification_id: String,
+}
+
+async fn prepare(channel: &Channel) -> Fixture {
+    let app = AppServiceClient::new(channel.clone())
+        .create_app(pb::CreateAppRequest {
+            name: "bench-facade".into(),
+            code_expiry_minutes: Some(60),
+            ..Default::default()
+        })
+        .await
+        .expect("create app")
+        .into_inner()
+        .app
+        .expect("app");
+    let template = TemplateServiceClient::new(channel.clone())
+        .create_template(pb::CreateTemplateRequest {
+            app_id: app.app_id.clone(),
+            name: "bench-facade".into(),
+            text: "##code## is your code".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("create template")
+        .into_inner()
+        .template
+        .expect("template");
+    let mut flows = FlowServiceClient::new(channel.clone());
+    for n in 0..3 {
+        flows
+            .create_flow(pb::CreateFlowRequest {
+                name: format!("bench-flow-{n}"),
+                nodes: vec![pb::FlowNode {
+                    waiting_time_seconds: 30,
+                    trigger: pb::FlowTrigger::SendFailed as i32,
+                    channel: pb::Channel::Call as i32,
+                    channel_cut: false,
+                }],
+            })
+            .await
+            .expect("create flow");
+    }
+    let sent = VerificationServiceClient::new(channel.clone())
+        .send_verification(pb::SendVerificationRequest {
+            app_id: app.app_id.clone(),
+            template_id: template.template_id.clone(),
+            phone_number: "999001234567".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("send")
+        .into_inner();
+    Fixture {
+        app_id: app.app_id,
+        template_id: template.template_id,
+        verification_id: sent.verification_id,
+    }
+}
+
+type CallFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+/// Makes one call for worker `n`.
+type Caller = Arc<dyn Fn(usize) -> CallFuture + Send + Sync>;
+
+/// A fresh test number per send, so no per-number limit is ever near.
+fn next_phone(counter: &AtomicU64) -> String {
+    format!(
+        "99900{:07}",
+        counter.fetch_add(1, Ordering::Relaxed) % 10_000_000
+    )
+}
+
+fn grpc_caller(method: Option<Method>, channels: Vec<Channel>, fixture: &Arc<Fixture>) -> Caller {
+    let fixture = fixture.clone();
+    let phones = Arc::new(AtomicU64::new(0));
+    Arc::new(move |n| {
+        let channel = channels[n % channels.len()].clone();
+        let fixture = fixture.clone();
+        let phones = phones.clone();
+        Box::pin(async move {
+            let result = match method {
+                None => HealthClient::new(channel)
+                    .check(HealthCheckRequest::default())
+                    .await
+                    .map(drop),
+                Some(Method::ListFlows) => FlowServiceClient::new(channel)
+                    .list_flows(pb::ListFlowsRequest {})
+                    .await
+                    .map(drop),
+                Some(Method::GetRecord) => RecordServiceClient::new(channel)
+                    .get_record(pb::GetRecordRequest {
+                        verification_id: fixture.verification_id.clone(),
+                    })
+                    .await
+                    .map(drop),
+                Some(Method::SendVerification) => VerificationServiceClient::new(channel)
+                    .send_verification(pb::SendVerificationRequest {
+                        app_id: fixture.app_id.clone(),
+                        template_id: fixture.template_id.clone(),
+                        phone_number: next_phone(&phones),
+                        ..Default::default()
+                    })
+                    .await
+                    .map(drop),
+            };
+            result.map_err(|status| format!("{:?}: {}", status.code(), status.message()))
+        })
+    })
+}
+
+fn direct_caller(method: Method, sandbox: SocketAddr, fixture: &Arc<Fixture>) -> Caller {
+    let http = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .build()
+        .expect("reqwest client");
+    let base = format!("http://{sandbox}");
+    let fixture = fixture.clone();
+    let phones = Arc::new(AtomicU64::new(0));
+    Arc::new(move |_| {
+        let timestamp = chrono::Utc::now().timestamp().to_string();
+        let signature = sign(KEY, SECRET, &timestamp);
+        let request = match method {
+            Method::ListFlows => http.get(format!("{base}/flow/list")),
+            Method::GetRecord => http.get(format!(
+                "{base}/verification/record/{}",
+                fixture.verification_id
+            )),
+            Method::SendVerification => {
+                http.post(format!("{base}/verification/send")).body(format!(
+                    r#"{{"appId":"{}","templateId":{},"to":"{}"}}"#,
+                    fixture.app_id,
+                    fixture.template_id,
+                    next_phone(&phones)
+                ))
+            }
+        }
+        .header("Api-Key", KEY)
+        .header("Timestamp", timestamp)
+        .header("Sign", signature)
+        .header("Content-Type", "application/json;charset=UTF-8");
+        Box::pin(async move {
+            let response = request.send().await.map_err(|e| e.to_string())?;
+            let status = response.status();
+            let body = response.bytes().await.map_err(|e| e.to_string())?;
+            let ok = body.windows(12).any(|w| w == br#""status":"0""#)
+                || body.windows(10).any(|w| w == br#""status":0"#);
+            if status.is_success() && ok {
+                Ok(())
+            } else {
+                Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&body)))
+            }
+        })
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measuring
+
+#[derive(Clone, Copy, Default)]
+struct Figures {
+    rps: f64,
+    p50_us: f64,
+    p99_us: f64,
+    p999_us: f64,
+    facade_cpu_us: f64,
+    sandbox_cpu_us: f64,
+    rss_mib: f64,
+}
+
+/// Runs `concurrency` closed-loop workers for `window` (after a warm-up) and measures.
+async fn measure(
+    caller: &Caller,
+    concurrency: usize,
+    window: Duration,
+    facade: u32,
+    sandbox: u32,
+) -> Figures {
+    let run = |duration: Duration| {
+        let mut workers = tokio::task::JoinSet::new();
+        let until = Instant::now() + duration;
+        for n in 0..concurrency {
+            let caller = caller.clone();
+            workers.spawn(async move {
+                let mut latencies = Vec::with_capacity(16_384);
+                while Instant::now() < until {
+                    let started = Instant::now();
+                    if let Err(e) = caller(n).await {
+                        panic!("call failed during the benchmark: {e}");
+                    }
+                    latencies.push(started.elapsed().as_nanos() as u64);
+                }
+                latencies
+            });
+        }
+        workers.join_all()
+    };
+    run(WARMUP).await;
+    let (facade_cpu, sandbox_cpu) = (cpu_ns(facade), cpu_ns(sandbox));
+    let started = Instant::now();
+    let mut latencies: Vec<u64> = run(window).await.into_iter().flatten().collect();
+    let elapsed = started.elapsed().as_secs_f64();
+    let facade_cpu = cpu_ns(facade) - facade_cpu;
+    let sandbox_cpu = cpu_ns(sandbox) - sandbox_cpu;
+    latencies.sort_unstable();
+    let count = latencies.len().max(1) as f64;
+    let quantile = |q: f64| {
+        let index = ((latencies.len() as f64 * q).ceil() as usize).saturating_sub(1);
+        latencies.get(index).copied().unwrap_or_default() as f64 / 1000.0
+    };
+    Figures {
+        rps: latencies.len() as f64 / elapsed,
+        p50_us: quantile(0.50),
+        p99_us: quantile(0.99),
+        p999_us: quantile(0.999),
+        facade_cpu_us: facade_cpu as f64 / 1000.0 / count,
+        sandbox_cpu_us: sandbox_cpu as f64 / 1000.0 / count,
+        rss_mib: rss(facade) as f64 / 1_048_576.0,
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or_default()
+}
+
+fn median_figures(rounds: &[Figures]) -> Figures {
+    let m = |f: fn(&Figures) -> f64| median(rounds.iter().map(f).collect());
+    Figures {
+        rps: m(|f| f.rps),
+        p50_us: m(|f| f.p50_us),
+        p99_us: m(|f| f.p99_us),
+        p999_us: m(|f| f.p999_us),
+        facade_cpu_us: m(|f| f.facade_cpu_us),
+        sandbox_cpu_us: m(|f| f.sandbox_cpu_us),
+        rss_mib: m(|f| f.rss_mib),
+    }
+}
+
+/// One cell of the table: a path, a method (none for the floor) and a concurrency.
+struct Cell {
+    path: Path,
+    method: Option<Method>,
+    concurrency: usize,
+    rounds: Vec<Figures>,
+}
+
+impl Cell {
+    fn figures(&self) -> Figures {
+        median_figures(&self.rounds)
+    }
+}
+
+struct Options {
+    window: Duration,
+    rounds: usize,
+}
+
+impl Options {
+    fn from_env_and_args() -> Self {
+        let quick = std::env::args().any(|a| a == "--quick");
+        let (mut secs, mut rounds) = if quick { (0.8, 1) } else { (2.0, 3) };
+        if let Some(s) = std::env::var("FACADE_BENCH_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            secs = s;
+        }
+        if let Some(r) = std::env::var("FACADE_BENCH_ROUNDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            rounds = r;
+        }
+        Self {
+            window: Duration::from_secs_f64(secs),
+            rounds: rounds.max(1),
+        }
+    }
+}
+
+/// First call on each of `FRESH_CONNECTIONS` new connections: (connect ms, first call ms) lists.
+async fn fresh_connections(addr: SocketAddr) -> (Vec<f64>, Vec<f64>) {
+    let mut connects = Vec::new();
+    let mut firsts = Vec::new();
+    for _ in 0..FRESH_CONNECTIONS {
+        let started = Instant::now();
+        let channel = endpoint(addr).connect().await.expect("connect");
+        connects.push(started.elapsed().as_secs_f64() * 1000.0);
+        let started = Instant::now();
+        FlowServiceClient::new(channel)
+            .list_flows(pb::ListFlowsRequest {})
+            .await
+            .expect("first call");
+        firsts.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    (connects, firsts)
+}
+
+/// Fresh facades: exec → SERVING (ms) each, then idle CPU (ms per s) and RSS (MiB) of the last.
+async fn fresh_processes(sandbox: SocketAddr) -> (Vec<f64>, f64, f64) {
+    let mut starts = Vec::new();
+    let mut last = None;
+    for _ in 0..STARTS {
+        let started = Instant::now();
+        let facade = Server::facade(sandbox);
+        facade.wait_serving().await;
+        starts.push(started.elapsed().as_secs_f64() * 1000.0);
+        last = Some(facade);
+    }
+    let facade = last.expect("at least one start");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let cpu_before = cpu_ns(facade.pid());
+    tokio::time::sleep(IDLE_WINDOW).await;
+    let idle_cpu_ms_per_s =
+        (cpu_ns(facade.pid()) - cpu_before) as f64 / 1e6 / IDLE_WINDOW.as_secs_f64();
+    let idle_rss_mib = rss(facade.pid()) as f64 / 1_048_576.0;
+    (starts, idle_cpu_ms_per_s, idle_rss_mib)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reporting
+
+fn print_table(cells: &[Cell]) {
+    let find = |path: Path, method: Option<Method>, c: usize| {
+        cells
+            .iter()
+            .find(|cell| cell.path == path && cell.method == method && cell.concurrency == c)
+            .map(Cell::figures)
+            .expect("every cell measured")
+    };
+    println!(
+        "| method | c | path | req/s | p50 µs | p99 µs | p99.9 µs | facade CPU µs/req | sandbox CPU µs/req | facade RSS MiB | req/s ÷ floor | req/s ÷ direct | p50 ÷ floor | p50 ÷ direct |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for cell in cells {
+        let f = cell.figures();
+        let floor = find(Path::Floor, None, cell.concurrency);
+        let ratios = match cell.method {
+            Some(method) => {
+                let direct = find(Path::Direct, Some(method), cell.concurrency);
+                format!(
+                    "{:.2} | {:.2} | {:.2} | {:.2}",
+                    f.rps / floor.rps,
+                    f.rps / direct.rps,
+                    f.p50_us / floor.p50_us,
+                    f.p50_us / direct.p50_us
+                )
+            }
+            None => "1.00 | — | 1.00 | —".to_owned(),
+        };
+        println!(
+            "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {ratios} |",
+            cell.method.map_or("Health/Check", Method::name),
+            cell.concurrency,
+            cell.path.name(),
+            f.rps,
+            f.p50_us,
+            f.p99_us,
+            f.p999_us,
+            f.facade_cpu_us,
+            f.sandbox_cpu_us,
+            f.rss_mib,
+        );
+    }
+}
+
+fn verdict(pass: bool) -> &'static str {
+    if pass { "PASS" } else { "FAIL" }
+}
+
+fn print_targets(cells: &[Cell], firsts: &[f64], starts: &[f64], idle_cpu: f64, idle_rss: f64) {
+    let find = |path: Path, method: Option<Method>, c: usize| {
+        cells
+            .iter()
+            .find(|cell| cell.path == path && cell.method == method && cell.concurrency == c)
+            .map(Cell::figures)
+            .expect("every cell measured")
+    };
+    println!("\n| target (issue 10 item 2) | measured | limit | result |");
+    println!("|---|---|---|---|");
+    for method in Method::ALL {
+        let (floor, direct, facade) = (
+            find(Path::Floor, None, 1),
+            find(Path::Direct, Some(method), 1),
+            find(Path::Facade, Some(method), 1),
+        );
+        let limit = 1.15 * (floor.p50_us + direct.p50_us);
+        println!(
+            "| {} c=1 p50 ≤ 1.15 × (floor + direct) | {:.0} µs ({:.2}×) | {:.0} µs | {} |",
+            method.name(),
+            facade.p50_us,
+            facade.p50_us / (floor.p50_us + direct.p50_us),
+            limit,
+            verdict(facade.p50_us <= limit)
+        );
+    }
+    for method in Method::ALL {
+        let (floor, direct, facade) = (
+            find(Path::Floor, None, 64),
+            find(Path::Direct, Some(method), 64),
+            find(Path::Facade, Some(method), 64),
+        );
+        let combined = 1.0 / (1.0 / floor.rps + 1.0 / direct.rps);
+        println!(
+            "| {} c=64 req/s ≥ 0.85 × 1/(1/floor + 1/direct) | {:.0} ({:.2}×) | {:.0} | {} |",
+            method.name(),
+            facade.rps,
+            facade.rps / combined,
+            0.85 * combined,
+            verdict(facade.rps >= 0.85 * combined)
+        );
+    }
+    for method in Method::ALL {
+        let facade = find(Path::Facade, Some(method), 64);
+        println!(
+            "| {} c=64 p99 ≤ 3 × p50 | {:.0} µs ({:.2}×) | {:.0} µs | {} |",
+            method.name(),
+            facade.p99_us,
+            facade.p99_us / facade.p50_us,
+            3.0 * facade.p50_us,
+            verdict(facade.p99_us <= 3.0 * facade.p50_us)
+        );
+    }
+    let slowest_first = firsts.iter().copied().fold(0.0, f64::max);
+    println!(
+        "| first call on a fresh connection ≤ 5 ms (slowest of {FRESH_CONNECTIONS}) | {slowest_first:.2} ms | 5 ms | {} |",
+        verdict(slowest_first <= 5.0)
+    );
+    let start = median(starts.to_vec());
+    println!(
+        "| exec → SERVING < 10 ms (median of {STARTS}) | {start:.1} ms | 10 ms | {} |",
+        verdict(start < 10.0)
+    );
+    println!(
+        "| idle CPU < 1 ms per s | {idle_cpu:.3} ms/s | 1 ms/s | {} |",
+        verdict(idle_cpu < 1.0)
+    );
+    println!(
+        "| idle RSS < 20 MB | {idle_rss:.1} MiB | 20 MB | {} |",
+        verdict(idle_rss * 1.048_576 < 20.0)
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    if !common::under_cargo_bench() {
+        return;
+    }
+    let options = Options::from_env_and_args();
+    let sandbox = Server::sandbox();
+    sandbox.wait_listening().await;
+    let facade = Server::facade(sandbox.addr);
+    let setup = facade.wait_serving().await;
+    let fixture = Arc::new(prepare(&setup).await);
+
+    let mut channels = Vec::new();
+    for _ in 0..MAX_CONNECTIONS {
+        channels.push(endpoint(facade.addr).connect().await.expect("connect"));
+    }
+    let mut cells = Vec::new();
+    for concurrency in CONCURRENCIES {
+        cells.push(Cell {
+            path: Path::Floor,
+            method: None,
+            concurrency,
+            rounds: Vec::new(),
+        });
+        for method in Method::ALL {
+            for path in [Path::Direct, Path::Facade] {
+                cells.push(Cell {
+                    path,
+                    method: Some(method),
+                    concurrency,
+                    rounds: Vec::new(),
+                });
+            }
+        }
+    }
+    for round in 1..=options.rounds {
+        eprintln!("round {round}/{}", options.rounds);
+        for cell in &mut cells {
+            let connections = channels[..cell.concurrency.min(MAX_CONNECTIONS)].to_vec();
+            let caller = match (cell.path, cell.method) {
+                (Path::Direct, Some(method)) => direct_caller(method, sandbox.addr, &fixture),
+                (_, method) => grpc_caller(method, connections, &fixture),
+            };
+            let figures = measure(
+                &caller,
+                cell.concurrency,
+                options.window,
+                facade.pid(),
+                sandbox.pid(),
+            )
+            .await;
+            cell.rounds.push(figures);
+        }
+    }
+    let (connects, firsts) = fresh_connections(facade.addr).await;
+    drop(facade);
+    let (starts, idle_cpu, idle_rss) = fresh_processes(sandbox.addr).await;
+
+    println!(
+        "facade benchmark: {} round(s) of {:.1} s per cell, medians; load generator in-process\n",
+        options.rounds,
+        options.window.as_secs_f64()
+    );
+    print_table(&cells);
+    println!(
+        "\nfresh connections ({FRESH_CONNECTIONS}): connect median {:.2} ms; first ListFlows median {:.2} ms, slowest {:.2} ms",
+        median(connects),
+        median(firsts.clone()),
+        firsts.iter().copied().fold(0.0, f64::max)
+    );
+    println!(
+        "exec → SERVING ({STARTS} starts): median {:.1} ms, slowest {:.1} ms; idle: {idle_cpu:.3} ms CPU per s, RSS {idle_rss:.1} MiB",
+        median(starts.clone()),
+        starts.iter().copied().fold(0.0, f64::max)
+    );
+    print_targets(&cells, &firsts, &starts, idle_cpu, idle_rss);
+}
