@@ -14,6 +14,7 @@ use std::{
 };
 
 use itnio_otp_grpc::proto::v1::{self as pb, app_service_client::AppServiceClient};
+use sha2::Digest;
 use tokio_stream::StreamExt;
 use tonic::{Code, Request, transport::Channel};
 use tonic_health::pb::{
@@ -136,6 +137,8 @@ fn command(envs: &[(&str, &str)]) -> Command {
         "ITNIO_BASE_URL",
         "ITNIO_MODE",
         "LOG_FORMAT",
+        "CALLERS_FILE",
+        "ALLOW_UNAUTHENTICATED",
     ] {
         command.env_remove(name);
     }
@@ -662,10 +665,22 @@ async fn metrics_parse_as_prometheus_text_and_counters_move() {
     }
 }
 
+/// The bearer token of the log-privacy run's one caller.
+const LOG_TEST_TOKEN: &str = "log-test-token-5b8d2e";
+
+fn with_log_test_token(mut request: Request<()>) -> Result<Request<()>, tonic::Status> {
+    let bearer = format!("Bearer {LOG_TEST_TOKEN}");
+    request
+        .metadata_mut()
+        .insert("authorization", bearer.parse().expect("ascii"));
+    Ok(request)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_whole_log_of_a_run_holds_no_number_code_secret_or_userinfo() {
-    // Live mode against the sandbox subcommand, with a secret file and a base URL carrying
-    // userinfo; JSON logs at debug level from both processes; sends and checks to a test number.
+    // Live mode against the sandbox subcommand, with a secret file, a base URL carrying userinfo
+    // and a callers file (bearer token); JSON logs at debug level from both processes; sends and
+    // checks to a test number.
     const KEY: &str = "log-test-key-7f3a";
     const SECRET: &str = "log-test-secret-9c1e";
     const USERINFO: &str = "proxyuser:pr0xy-pa55";
@@ -680,10 +695,24 @@ async fn the_whole_log_of_a_run_holds_no_number_code_secret_or_userinfo() {
     let secret_file = std::env::temp_dir().join(format!("itnio-log-test-{}", std::process::id()));
     std::fs::write(&secret_file, format!("{SECRET}\n")).expect("secret file");
     let base_url = format!("http://{USERINFO}@{sandbox_addr}");
+    let callers_file =
+        std::env::temp_dir().join(format!("itnio-log-test-callers-{}", std::process::id()));
+    let token_hash: String = sha2::Sha256::digest(LOG_TEST_TOKEN.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    std::fs::write(
+        &callers_file,
+        format!(
+            "[[callers]]\nname = \"privacy\"\ntoken_sha256 = \"{token_hash}\"\nallow = [\"*\"]\n"
+        ),
+    )
+    .expect("callers file");
     let mut facade = Binary::start(&[
         debug_json[0],
         debug_json[1],
         ("ITNIO_MODE", "live"),
+        ("CALLERS_FILE", callers_file.to_str().expect("utf-8")),
         ("ITNIO_API_KEY", KEY),
         (
             "ITNIO_API_SECRET_FILE",
@@ -694,7 +723,7 @@ async fn the_whole_log_of_a_run_holds_no_number_code_secret_or_userinfo() {
     let channel = facade.grpc().await;
     std::fs::remove_file(&secret_file).ok();
 
-    let app_id = AppServiceClient::new(channel.clone())
+    let app_id = AppServiceClient::with_interceptor(channel.clone(), with_log_test_token)
         .create_app(pb::CreateAppRequest {
             name: "privacy-app".into(),
             ..Default::default()
@@ -705,23 +734,29 @@ async fn the_whole_log_of_a_run_holds_no_number_code_secret_or_userinfo() {
         .app
         .expect("app")
         .app_id;
-    let template_id = pb::template_service_client::TemplateServiceClient::new(channel.clone())
-        .create_template(pb::CreateTemplateRequest {
-            app_id: app_id.clone(),
-            name: "privacy-tpl".into(),
-            text: "##code## is your code".into(),
-            code_length: Some(6),
-            code_type: pb::CodeType::Alpha as i32,
-            ..Default::default()
-        })
-        .await
-        .expect("create template")
-        .into_inner()
-        .template
-        .expect("template")
-        .template_id;
+    let template_id = pb::template_service_client::TemplateServiceClient::with_interceptor(
+        channel.clone(),
+        with_log_test_token,
+    )
+    .create_template(pb::CreateTemplateRequest {
+        app_id: app_id.clone(),
+        name: "privacy-tpl".into(),
+        text: "##code## is your code".into(),
+        code_length: Some(6),
+        code_type: pb::CodeType::Alpha as i32,
+        ..Default::default()
+    })
+    .await
+    .expect("create template")
+    .into_inner()
+    .template
+    .expect("template")
+    .template_id;
     let mut verifications =
-        pb::verification_service_client::VerificationServiceClient::new(channel.clone());
+        pb::verification_service_client::VerificationServiceClient::with_interceptor(
+            channel.clone(),
+            with_log_test_token,
+        );
     let sent = verifications
         .send_verification(pb::SendVerificationRequest {
             app_id: app_id.clone(),
@@ -760,6 +795,7 @@ async fn the_whole_log_of_a_run_holds_no_number_code_secret_or_userinfo() {
     assert!(facade.exit().await.success());
     emulator.sigterm();
     assert!(emulator.exit().await.success());
+    std::fs::remove_file(&callers_file).ok();
 
     let mut lines = facade.log();
     let facade_lines = lines.len();
@@ -774,6 +810,8 @@ async fn the_whole_log_of_a_run_holds_no_number_code_secret_or_userinfo() {
         KEY,
         USERINFO,
         "pr0xy-pa55",
+        LOG_TEST_TOKEN,
+        &token_hash,
     ];
     for line in &lines {
         for needle in forbidden {
@@ -797,6 +835,8 @@ async fn the_whole_log_of_a_run_holds_no_number_code_secret_or_userinfo() {
         .expect("an access line for the send");
     assert_eq!(send["service"], "itnio.otp.v1.VerificationService");
     assert_eq!(send["level"], "INFO");
+    assert_eq!(send["caller"], "privacy", "{send}");
+    assert_eq!(send["account"], "default", "{send}");
     assert_eq!(send["upstream_status"], 0);
     assert!(
         send["duration_ms"].as_f64().is_some_and(|ms| ms >= 0.0),
