@@ -52,6 +52,11 @@ impl Caller {
         &self.account
     }
 
+    /// The account name as a shared string, for metric labels without a copy per call.
+    pub fn account_label(&self) -> Arc<str> {
+        Arc::clone(&self.account)
+    }
+
     /// The caller's own send rate limit, if the callers file sets one.
     pub fn sends_per_minute(&self) -> Option<NonZeroU32> {
         self.sends_per_minute

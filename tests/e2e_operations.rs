@@ -596,6 +596,11 @@ async fn metrics_parse_as_prometheus_text_and_counters_move() {
     let requests = |labels: &[(&str, &str)]| after.value("grpc_server_requests_total", labels);
     assert_eq!(requests(&ok), Some(before_ok + 1.0));
     assert_eq!(
+        requests(&[ok[0], ok[1], ok[2], ("account", "default")]),
+        Some(before_ok + 1.0),
+        "calls carry their caller's ITNIO account"
+    );
+    assert_eq!(
         requests(&[("method", "CreateApp"), ("code", "INVALID_ARGUMENT")]),
         Some(1.0)
     );

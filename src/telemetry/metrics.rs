@@ -8,7 +8,9 @@
 
 use std::{sync::OnceLock, time::Duration};
 
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics::{
+    SharedString, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
 use metrics_exporter_prometheus::{
     BuildError, Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
@@ -100,20 +102,26 @@ pub fn build_info(mode: &'static str) {
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "mode" => mode).set(1.0);
 }
 
+/// The `account` label of calls no caller was attached to.
+pub(crate) const NO_ACCOUNT: &str = "none";
+
 /// A gRPC call has started.
 pub(crate) fn rpc_started(service: &'static str, method: &'static str) {
     gauge!(GRPC_IN_FLIGHT, "service" => service, "method" => method).increment(1.0);
 }
 
-/// A gRPC call has ended with `code` after `duration`.
+/// A gRPC call on `account` (the caller's ITNIO account; [`NO_ACCOUNT`] for calls refused before
+/// authentication and for health and reflection) has ended with `code` after `duration`.
 pub(crate) fn rpc_finished(
     service: &'static str,
     method: &'static str,
     code: &'static str,
+    account: SharedString,
     duration: Duration,
 ) {
     gauge!(GRPC_IN_FLIGHT, "service" => service, "method" => method).decrement(1.0);
-    counter!(GRPC_REQUESTS, "service" => service, "method" => method, "code" => code).increment(1);
+    counter!(GRPC_REQUESTS, "service" => service, "method" => method, "code" => code, "account" => account)
+        .increment(1);
     histogram!(GRPC_DURATION, "service" => service, "method" => method)
         .record(duration.as_secs_f64());
 }

@@ -41,6 +41,8 @@ use tracing::Instrument;
 
 use crate::caller::Caller;
 
+use ::metrics::SharedString;
+
 use super::metrics;
 
 /// Metadata key of the request id, in requests and responses.
@@ -296,7 +298,17 @@ impl Drop for CallRecord {
         let code = self.code.unwrap_or(Code::Cancelled);
         let code_name = code_name(code);
         let duration = self.started.elapsed();
-        metrics::rpc_finished(self.name.service, self.name.method, code_name, duration);
+        let account = match self.caller.0.get() {
+            Some(caller) => SharedString::from(caller.account_label()),
+            None => SharedString::const_str(metrics::NO_ACCOUNT),
+        };
+        metrics::rpc_finished(
+            self.name.service,
+            self.name.method,
+            code_name,
+            account,
+            duration,
+        );
         let upstream_status = match self.context.upstream_status.load(Ordering::Relaxed) {
             NO_STATUS => None,
             status => Some(status),

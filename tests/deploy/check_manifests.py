@@ -48,11 +48,13 @@ def main(rendered_path, dockerfile_path):
         fail(f"kustomize images transformer not applied: {container['image']}")
     ok("2+ replicas; Service, PDB and Deployment select the same pods; image set by kustomize")
 
+    health_port = int(config["HEALTH_LISTEN_ADDR"].rsplit(":", 1)[1])
+    container_ports = {p["containerPort"] for p in container["ports"]}
     for probe in ["startupProbe", "livenessProbe", "readinessProbe"]:
         grpc = container.get(probe, {}).get("grpc")
-        if not grpc or grpc["port"] != 50051:
-            fail(f"{probe} is not a native grpc probe on 50051")
-    ok("startup, liveness and readiness are native grpc probes on grpc.health.v1")
+        if not grpc or grpc["port"] != health_port or health_port not in container_ports:
+            fail(f"{probe} is not a native grpc probe on the plaintext health port {health_port}")
+    ok(f"startup, liveness and readiness are native grpc probes on the plaintext health port {health_port}")
 
     grace = seconds(config["SHUTDOWN_GRACE"])
     pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
@@ -79,6 +81,15 @@ def main(rendered_path, dockerfile_path):
     if config.get("ITNIO_MODE") != "live":
         fail("the ConfigMap must set ITNIO_MODE=live")
     ok("ITNIO_MODE=live; the API secret is a mounted Secret file read with ITNIO_API_SECRET_FILE")
+
+    def mounted_secret(path):
+        mount = [m for m in container["volumeMounts"] if path.startswith(m["mountPath"] + "/")]
+        return bool(mount) and "secret" in volumes[mount[0]["name"]] and "subPath" not in mount[0]
+
+    files = ["CALLERS_FILE", "TLS_CERT_FILE", "TLS_KEY_FILE"]
+    if not all(name in env and mounted_secret(env[name]["value"]) for name in files):
+        fail("CALLERS_FILE and the TLS files must be Secret volumes mounted as directories (no subPath: updates must reach the pod)")
+    ok("live pods authenticate callers (CALLERS_FILE) and serve TLS, from Secrets mounted as directories")
 
     ports = {p["name"]: p for p in service["spec"]["ports"]}
     if ports["grpc"].get("appProtocol") != "grpc" or ports["metrics"]["port"] != 9090:

@@ -36,7 +36,7 @@ pids+=($!)
 sandbox="$(addr_of "$logs/errors-sandbox.log" 'ITNIO sandbox listening')"
 
 env -u ITNIO_API_SECRET_FILE ITNIO_MODE=live ITNIO_API_KEY=sandbox-key ITNIO_API_SECRET=sandbox-secret \
-  ITNIO_BASE_URL="http://$sandbox" GRPC_LISTEN_ADDR=127.0.0.1:0 METRICS_LISTEN_ADDR=127.0.0.1:0 \
+  ITNIO_BASE_URL="http://$sandbox" GRPC_LISTEN_ADDR=127.0.0.1:0 METRICS_LISTEN_ADDR=127.0.0.1:0 ALLOW_UNAUTHENTICATED=true \
   "$bin" 2>"$logs/errors-facade.log" &
 pids+=($!)
 addr="$(addr_of "$logs/errors-facade.log" 'gRPC server listening')"

@@ -36,8 +36,8 @@ trap 'for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null && wait "$p" || true
 start() {
   local name="$1" log="$work/$1.log"
   shift
-  env -u ITNIO_API_KEY -u ITNIO_API_SECRET -u ITNIO_API_SECRET_FILE -u ITNIO_BASE_URL \
-    GRPC_LISTEN_ADDR=127.0.0.1:0 SANDBOX_SPEED=100 CALLERS_FILE="$work/callers.toml" \
+  env -u ITNIO_API_KEY -u ITNIO_API_SECRET -u ITNIO_API_SECRET_FILE -u ITNIO_BASE_URL -u ITNIO_MODE \
+    GRPC_LISTEN_ADDR=127.0.0.1:0 METRICS_LISTEN_ADDR=127.0.0.1:0 SANDBOX_SPEED=100 CALLERS_FILE="$work/callers.toml" \
     TLS_CERT_FILE="$work/server.pem" TLS_KEY_FILE="$work/server.key" "$@" \
     target/debug/itnio-otp-grpc 2>"$log" &
   pids+=($!)
