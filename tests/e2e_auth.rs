@@ -256,6 +256,56 @@ async fn refused_calls_never_reach_the_upstream_and_allowed_ones_do() {
 }
 
 #[tokio::test]
+async fn a_callers_send_rate_from_the_file_is_enforced_before_the_upstream() {
+    let dir = TempDir::new("quota");
+    let callers = caller(
+        "checkout",
+        CHECKOUT_TOKEN,
+        &["itnio.otp.v1.VerificationService/*"],
+        "sends_per_minute = 1",
+    ) + &caller("admin", ADMIN_TOKEN, &["*"], "");
+    let path = dir.write("callers.toml", &callers);
+    let app = common::spawn_app_custom(|_| {}, |c| use_callers_file(c, &path)).await;
+    let app_id = create_app(&app, ADMIN_TOKEN, "quota").await.expect("admin");
+    let template_id = create_template(&app, ADMIN_TOKEN, &app_id).await;
+    let mut verifications = app.verifications();
+
+    verifications
+        .send_verification(with_token(
+            send_request(&app_id, &template_id),
+            CHECKOUT_TOKEN,
+        ))
+        .await
+        .expect("the first send of the minute");
+    let status = verifications
+        .send_verification(with_token(
+            send_request(&app_id, &template_id),
+            CHECKOUT_TOKEN,
+        ))
+        .await
+        .expect_err("over the caller's sends_per_minute");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(reason(&status), "CALLER_SEND_RATE_EXCEEDED");
+    let details = status.get_error_details();
+    let quota = details.quota_failure().expect("QuotaFailure");
+    assert_eq!(quota.violations[0].subject, "caller:checkout");
+    assert!(details.retry_info().is_some(), "{status:?}");
+    assert_eq!(
+        app.sandbox.request_count_for(SEND),
+        1,
+        "the refused send stayed here"
+    );
+
+    // The limit is the caller's own: another caller still sends.
+    verifications
+        .send_verification(with_token(send_request(&app_id, &template_id), ADMIN_TOKEN))
+        .await
+        .expect("admin has no send rate");
+    assert_eq!(app.sandbox.request_count_for(SEND), 2);
+    app.shutdown().await;
+}
+
+#[tokio::test]
 async fn health_and_reflection_stay_open() {
     use tonic_reflection::pb::v1::{
         ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
