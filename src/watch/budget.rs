@@ -12,12 +12,18 @@ use std::{
     time::Duration,
 };
 
-use tokio::{sync::Semaphore, time::MissedTickBehavior};
+use tokio::{
+    sync::{Notify, Semaphore},
+    time::MissedTickBehavior,
+};
 
 use crate::store::{Key, SharedStore};
 
 /// The refill tick: fine enough to pace polls, coarse enough to cost nothing.
 const TICK: Duration = Duration::from_millis(10);
+/// While the bucket is full and nobody polls, how often the refill task checks whether the
+/// budget still exists: idle, it sleeps instead of ticking every [`TICK`].
+const IDLE_CHECK: Duration = Duration::from_secs(1);
 /// The window in which the store counts polls of every replica.
 const WINDOW: Duration = Duration::from_secs(1);
 
@@ -25,6 +31,8 @@ const WINDOW: Duration = Duration::from_secs(1);
 #[derive(Clone, Debug)]
 pub struct PollBudget {
     tokens: Arc<Semaphore>,
+    /// Wakes the refill task when a token is taken from a full bucket.
+    taken: Arc<Notify>,
     store: SharedStore,
     per_second: u32,
 }
@@ -36,9 +44,16 @@ impl PollBudget {
     pub fn new(per_second: u32, store: SharedStore) -> Self {
         let burst = (per_second / 10).max(1) as usize;
         let tokens = Arc::new(Semaphore::new(burst));
-        tokio::spawn(refill(Arc::downgrade(&tokens), per_second, burst));
+        let taken = Arc::new(Notify::new());
+        tokio::spawn(refill(
+            Arc::downgrade(&tokens),
+            Arc::clone(&taken),
+            per_second,
+            burst,
+        ));
         Self {
             tokens,
+            taken,
             store,
             per_second,
         }
@@ -50,6 +65,7 @@ impl PollBudget {
         if let Ok(permit) = self.tokens.acquire().await {
             permit.forget();
         }
+        self.taken.notify_one();
         self.acquire_shared().await;
     }
 
@@ -69,13 +85,27 @@ impl PollBudget {
     }
 }
 
-/// Adds tokens at the configured rate until every budget handle is gone.
-async fn refill(tokens: Weak<Semaphore>, per_second: u32, burst: usize) {
+/// Adds tokens at the configured rate until every budget handle is gone. With the bucket full it
+/// stops ticking until a token is taken (an idle service costs no timer wake-ups but one per
+/// [`IDLE_CHECK`]).
+async fn refill(tokens: Weak<Semaphore>, taken: Arc<Notify>, per_second: u32, burst: usize) {
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let per_tick = f64::from(per_second) * TICK.as_secs_f64();
     let mut owed = 0.0_f64;
     loop {
+        let full = match tokens.upgrade() {
+            Some(tokens) => tokens.available_permits() >= burst,
+            None => return,
+        };
+        if full {
+            tokio::select! {
+                () = taken.notified() => {}
+                () = tokio::time::sleep(IDLE_CHECK) => continue,
+            }
+            ticker.reset();
+            owed = 0.0;
+        }
         ticker.tick().await;
         let Some(tokens) = tokens.upgrade() else {
             return;
@@ -112,6 +142,26 @@ mod tests {
             .await
             .expect("60 polls within 10 s");
         // 10 tokens of burst, then 50 more at 100/s: about half a second.
+        let elapsed = started.elapsed();
+        assert!(elapsed >= Duration::from_millis(450), "{elapsed:?}");
+        assert!(elapsed <= Duration::from_millis(600), "{elapsed:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_budget_sleeps_and_paces_again_when_polls_resume() {
+        let budget = PollBudget::new(100, memory());
+        // Full and unused for a while: the refill task waits instead of ticking.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let started = tokio::time::Instant::now();
+        let sixty = async {
+            for _ in 0..60 {
+                budget.acquire().await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), sixty)
+            .await
+            .expect("the first take wakes the refill task");
+        // The same pace as a fresh budget: 10 tokens of burst, then 50 more at 100/s.
         let elapsed = started.elapsed();
         assert!(elapsed >= Duration::from_millis(450), "{elapsed:?}");
         assert!(elapsed <= Duration::from_millis(600), "{elapsed:?}");
