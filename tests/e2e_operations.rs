@@ -387,7 +387,16 @@ async fn in_flight_calls_finish_on_sigterm_in_sandbox_mode() {
     let channel = binary.grpc().await;
     let (app_id, template_id) = app_and_template(&channel).await;
     let calls = send_many(&channel, &app_id, &template_id, CALLS);
-    tokio::task::yield_now().await;
+    // SIGTERM as soon as the server has answered one of them (the rest are then in flight or
+    // about to be): polled with a deadline, never a fixed sleep.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !binary.log().iter().any(|l| l.contains("\"inflight-")) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no call reached the server"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     binary.sigterm();
     let mut results = Vec::new();
     for call in calls {
