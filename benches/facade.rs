@@ -98,6 +98,9 @@ impl Server {
             &[],
             &[
                 ("GRPC_LISTEN_ADDR", "{addr}".into()),
+                ("METRICS_LISTEN_ADDR", "127.0.0.1:0".into()),
+                // No callers file: the bench measures the RPC path, not token checks.
+                ("ALLOW_UNAUTHENTICATED", "true".into()),
                 ("ITNIO_API_KEY", KEY.into()),
                 ("ITNIO_API_SECRET", SECRET.into()),
                 ("ITNIO_BASE_URL", format!("http://{sandbox}")),

@@ -95,6 +95,8 @@ fn start_facade(upstream: SocketAddr) -> Facade {
         .expect("free port");
     let child = Command::new(env!("CARGO_BIN_EXE_itnio-otp-grpc"))
         .env("GRPC_LISTEN_ADDR", addr.to_string())
+        .env("METRICS_LISTEN_ADDR", "127.0.0.1:0")
+        .env("ALLOW_UNAUTHENTICATED", "true")
         .env("ITNIO_API_KEY", "bench-key")
         .env("ITNIO_API_SECRET", "bench-secret")
         .env("ITNIO_BASE_URL", format!("http://{upstream}"))

@@ -45,6 +45,8 @@ impl Facade {
             .env("ITNIO_API_KEY", "bench-key")
             .env("ITNIO_API_SECRET", "bench-secret")
             .env("ITNIO_BASE_URL", sandbox_url)
+            .env("METRICS_LISTEN_ADDR", "127.0.0.1:0")
+            .env("ALLOW_UNAUTHENTICATED", "true")
             .env("RUST_LOG", "warn,itnio_otp_grpc::server=info")
             .stderr(Stdio::piped())
             .spawn()
