@@ -89,6 +89,9 @@ impl Server {
                 ("SANDBOX_LISTEN_ADDR", "{addr}".into()),
                 ("SANDBOX_API_KEY", KEY.into()),
                 ("SANDBOX_API_SECRET", SECRET.into()),
+                // The send cells store hundreds of thousands of verifications: the default cap
+                // would evict the one GetRecord reads (-24).
+                ("SANDBOX_MAX_VERIFICATIONS", "100000000".into()),
             ],
         )
     }
