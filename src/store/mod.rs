@@ -157,4 +157,15 @@ mod tests {
         );
         assert_eq!(Key::new("polls", &[]).as_str(), "itnio-otp:polls");
     }
+
+    #[test]
+    fn debug_names_the_backend_but_never_the_redis_url() {
+        let redis = StoreConfig::Redis {
+            url: "redis://user:s3cret@redis.internal:6379/0".into(),
+        };
+        let shown = format!("{redis:?}");
+        assert_eq!(shown, "Redis { url: <redacted> }");
+        assert!(!shown.contains("s3cret") && !shown.contains("redis.internal"));
+        assert_eq!(format!("{:?}", StoreConfig::Memory), "Memory");
+    }
 }
