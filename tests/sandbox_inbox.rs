@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use itnio_otp_grpc::proto::v1::{
     self as pb, Channel, FlowTrigger, MatchState, app_service_client::AppServiceClient,
-    flow_service_client::FlowServiceClient, template_service_client::TemplateServiceClient,
-    verification_service_client::VerificationServiceClient,
+    flow_service_client::FlowServiceClient, verification_service_client::VerificationServiceClient,
 };
 use itnio_otp_grpc::sandbox::{Sandbox, SandboxConfig};
 use serde_json::Value;
@@ -120,30 +119,7 @@ impl Double {
 
     /// Creates an app and a 4-digit numeric template; returns (app_id, template_id).
     async fn app_and_template(&self, name: &str) -> (String, String) {
-        let app = AppServiceClient::new(self.channel.clone())
-            .create_app(pb::CreateAppRequest {
-                name: format!("{name}-app"),
-                ..Default::default()
-            })
-            .await
-            .expect("create app")
-            .into_inner()
-            .app
-            .expect("app");
-        let template = TemplateServiceClient::new(self.channel.clone())
-            .create_template(pb::CreateTemplateRequest {
-                app_id: app.app_id.clone(),
-                name: format!("{name}-tpl"),
-                text: "##code## is your code".into(),
-                code_length: Some(4),
-                ..Default::default()
-            })
-            .await
-            .expect("create template")
-            .into_inner()
-            .template
-            .expect("template");
-        (app.app_id, template.template_id)
+        common::app_and_template(&self.channel, name).await
     }
 
     async fn inbox(&self, query: &str) -> Value {

@@ -63,33 +63,36 @@ impl TestApp {
 
     /// Creates an app, a 4-digit numeric template and returns (app_id, template_id).
     pub async fn app_and_template(&self, name: &str) -> (String, String) {
-        let app = self
-            .apps()
-            .create_app(pb::CreateAppRequest {
-                name: format!("{name}-app"),
-                ..Default::default()
-            })
-            .await
-            .expect("create app")
-            .into_inner()
-            .app
-            .expect("app");
-        let template = self
-            .templates()
-            .create_template(pb::CreateTemplateRequest {
-                app_id: app.app_id.clone(),
-                name: format!("{name}-tpl"),
-                text: "##code## is your code".into(),
-                code_length: Some(4),
-                ..Default::default()
-            })
-            .await
-            .expect("create template")
-            .into_inner()
-            .template
-            .expect("template");
-        (app.app_id, template.template_id)
+        app_and_template(&self.channel, name).await
     }
+}
+
+/// Creates an app and a 4-digit numeric template through `channel`; returns (app_id, template_id).
+pub async fn app_and_template(channel: &Channel, name: &str) -> (String, String) {
+    let app = AppServiceClient::new(channel.clone())
+        .create_app(pb::CreateAppRequest {
+            name: format!("{name}-app"),
+            ..Default::default()
+        })
+        .await
+        .expect("create app")
+        .into_inner()
+        .app
+        .expect("app");
+    let template = TemplateServiceClient::new(channel.clone())
+        .create_template(pb::CreateTemplateRequest {
+            app_id: app.app_id.clone(),
+            name: format!("{name}-tpl"),
+            text: "##code## is your code".into(),
+            code_length: Some(4),
+            ..Default::default()
+        })
+        .await
+        .expect("create template")
+        .into_inner()
+        .template
+        .expect("template");
+    (app.app_id, template.template_id)
 }
 
 /// Starts a sandbox (time sped up 100×) and the server pointed at it.
