@@ -22,6 +22,7 @@ use crate::{
     store::StoreConfig,
     tls::{TlsError, TlsFiles},
     watch::WatchConfig,
+    web::{AllowedOrigins, OriginsError},
 };
 
 /// The ITNIO production base URL.
@@ -165,6 +166,9 @@ struct SecurityArgs {
     /// How often CALLERS_FILE and the TLS files are checked for changes (SIGHUP reloads at once).
     #[arg(long, env = "FILE_POLL_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
     file_poll_interval: Duration,
+    /// Web origins allowed to call from a browser over gRPC-Web (comma-separated, or `*`).
+    #[arg(long, env = "CORS_ALLOWED_ORIGINS", default_value = "")]
+    cors_allowed_origins: String,
 }
 
 #[derive(Debug, Args)]
@@ -253,6 +257,8 @@ pub struct SecurityConfig {
     pub health_listen: Option<SocketAddr>,
     /// How often the files above are checked for changes.
     pub file_poll_interval: Duration,
+    /// Web origins allowed to call over gRPC-Web from a browser.
+    pub cors_allowed_origins: AllowedOrigins,
 }
 
 impl Default for SecurityConfig {
@@ -263,6 +269,7 @@ impl Default for SecurityConfig {
             tls: None,
             health_listen: None,
             file_poll_interval: Duration::from_secs(5),
+            cors_allowed_origins: AllowedOrigins::None,
         }
     }
 }
@@ -379,6 +386,9 @@ pub enum ConfigError {
     /// The callers file is unusable.
     #[error(transparent)]
     Callers(#[from] CallersFileError),
+    /// `CORS_ALLOWED_ORIGINS` does not list origins.
+    #[error(transparent)]
+    Origins(#[from] OriginsError),
     /// The TLS files are unusable.
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
@@ -546,6 +556,7 @@ impl SecurityArgs {
             tls,
             health_listen: self.health_listen,
             file_poll_interval: self.file_poll_interval,
+            cors_allowed_origins: AllowedOrigins::parse(&self.cors_allowed_origins)?,
         })
     }
 }
@@ -950,6 +961,16 @@ mod tests {
             parse(&["--file-poll-interval", "0s"]),
             Err(ConfigError::ZeroDuration("FILE_POLL_INTERVAL"))
         ));
+        assert!(matches!(
+            parse(&["--cors-allowed-origins", "console.example.com"]),
+            Err(ConfigError::Origins(_))
+        ));
+        assert_eq!(
+            serve(&["--cors-allowed-origins", "*"])
+                .security
+                .cors_allowed_origins,
+            AllowedOrigins::Any
+        );
         let config = serve(&[
             "--health-listen",
             "127.0.0.1:0",
@@ -962,6 +983,7 @@ mod tests {
             Duration::from_millis(250)
         );
         assert!(config.security.tls.is_none());
+        assert_eq!(config.security.cors_allowed_origins, AllowedOrigins::None);
     }
 
     #[test]

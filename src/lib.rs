@@ -39,3 +39,4 @@ pub mod telemetry;
 pub mod tls;
 pub mod upstream;
 pub mod watch;
+pub mod web;

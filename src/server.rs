@@ -4,8 +4,9 @@
 //! [`serve`] takes already-bound listeners and a shutdown future (tests bind port 0 and never
 //! sleep); [`run`] is the same with only the gRPC port. In sandbox mode it first starts the
 //! sandbox on a loopback port and points the real HTTP client at it. This is where the
-//! cross-cutting pieces are assembled: the telemetry layer (outermost, so refused calls are
-//! counted too), the auth layer that attaches the caller, the accounts, TLS on the gRPC
+//! cross-cutting pieces are assembled: CORS and the gRPC-Web translation (outermost: browsers'
+//! preflights never reach a service, and every layer inside sees plain gRPC), the telemetry layer
+//! (so refused calls are counted too), the auth layer that attaches the caller, the accounts, TLS on the gRPC
 //! listener, the optional plaintext health port and the admin port.
 //!
 //! Shutdown order: health turns NOT_SERVING and the gRPC drain starts at once; the in-process
@@ -23,6 +24,7 @@ use tonic::{
     transport::{Server, server::TcpIncoming},
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
+use tonic_web::GrpcWebLayer;
 use tracing::{info, warn};
 
 use crate::{
@@ -181,6 +183,9 @@ pub async fn serve(
 
     let router = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .accept_http1(true)
+        .layer(security.cors_allowed_origins.layer())
+        .layer(GrpcWebLayer::new())
         .layer(RpcLayer::new(mode.as_str()))
         .layer(AuthLayer::new(access))
         .add_service(health_service.clone())

@@ -114,7 +114,8 @@ fn build(files: &TlsFiles, reader: &mut FileReader) -> Result<ServerConfig, TlsE
     let mut config = builder
         .with_single_cert(certs, key)
         .map_err(|e| TlsError::Rustls(e.to_string()))?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    // h2 for gRPC; http/1.1 for gRPC-Web callers that do not speak HTTP/2.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }
 

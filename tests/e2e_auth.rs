@@ -11,7 +11,7 @@ use std::{
 use itnio_otp_grpc::{
     auth,
     config::ServeConfig,
-    proto::v1::{self as pb},
+    proto::v1::{self as pb, app_service_client::AppServiceClient},
     sandbox::{Sandbox, SandboxConfig},
 };
 use sha2::{Digest, Sha256};
@@ -302,6 +302,32 @@ async fn a_callers_send_rate_from_the_file_is_enforced_before_the_upstream() {
         .await
         .expect("admin has no send rate");
     assert_eq!(app.sandbox.request_count_for(SEND), 2);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn grpc_web_calls_are_authenticated_like_grpc_ones() {
+    let dir = TempDir::new("web");
+    let path = dir.write("callers.toml", &standard_callers());
+    let app = common::spawn_app_custom(|_| {}, |config| use_callers_file(config, &path)).await;
+    let (transport, origin) = common::web_transport(app.addr);
+    let mut apps = AppServiceClient::with_origin(transport, origin);
+    let request = || pb::CreateAppRequest {
+        name: "web-auth".into(),
+        ..Default::default()
+    };
+    let anonymous = apps.create_app(request()).await.expect_err("no token");
+    assert_eq!(anonymous.code(), Code::Unauthenticated);
+    let checkout = apps
+        .create_app(with_token(request(), CHECKOUT_TOKEN))
+        .await
+        .expect_err("checkout may not create apps");
+    assert_eq!(checkout.code(), Code::PermissionDenied);
+    assert_eq!(app.sandbox.request_count_for("POST /app/add"), 0);
+    apps.create_app(with_token(request(), ADMIN_TOKEN))
+        .await
+        .expect("admin may");
+    assert_eq!(app.sandbox.request_count_for("POST /app/add"), 1);
     app.shutdown().await;
 }
 

@@ -4,6 +4,10 @@
 
 use std::{net::SocketAddr, time::Duration};
 
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
 use itnio_otp_grpc::{
     config::{Secret, ServeConfig, UpstreamTarget},
     proto::v1::{
@@ -17,6 +21,7 @@ use itnio_otp_grpc::{
 };
 use tokio::{net::TcpListener, sync::oneshot};
 use tonic::transport::Channel;
+use tower_layer::Layer;
 
 pub const API_KEY: &str = "test-key";
 pub const API_SECRET: &str = "test-secret";
@@ -176,6 +181,19 @@ pub async fn spawn_server(
             .expect("server runs");
     });
     (addr, handle)
+}
+
+/// tonic-web's client over hyper's HTTP/1-only client.
+pub type WebTransport = tonic_web::GrpcWebClientService<
+    Client<HttpConnector, tonic_web::GrpcWebCall<tonic::body::Body>>,
+>;
+
+/// gRPC-Web over HTTP/1.1 only to the server at `addr`: the transport and the origin to pass to
+/// a generated client's `with_origin`.
+pub fn web_transport(addr: SocketAddr) -> (WebTransport, http::Uri) {
+    let http1 = Client::builder(TokioExecutor::new()).build_http();
+    let origin = format!("http://{addr}").parse().expect("origin uri");
+    (tonic_web::GrpcWebClientLayer::new().layer(http1), origin)
 }
 
 pub async fn connect(addr: SocketAddr) -> Channel {

@@ -5,7 +5,8 @@
 #
 # Installs its own tools (./.venv from requirements.txt, ./node_modules from package-lock.json),
 # lints the protos and checks for breaking changes, builds the server, starts ONE server in
-# sandbox mode on a free port, then runs the Python and Node journeys, the grpcurl checks and
+# sandbox mode on a free port, then runs the Python and Node journeys, gRPC-Web from Connect's
+# Node client (HTTP/1.1 and HTTP/2, error details, CORS preflights), the grpcurl checks and
 # the three examples against it, plus the sandbox inbox page in headless chromium (installed
 # with apt-get if missing; screenshot in target/interop/inbox.png) and a curl walk-through of a
 # standalone sandbox; secure.sh starts two more servers (TLS + callers file, mTLS) for the token,
@@ -62,10 +63,15 @@ step buf tests/interop/buf.sh
 say "build: cargo build --bin itnio-otp-grpc --example send_and_check"
 cargo build --bin itnio-otp-grpc --example send_and_check
 
-say "server: GRPC_LISTEN_ADDR=127.0.0.1:0 METRICS_LISTEN_ADDR=127.0.0.1:0 SANDBOX_SPEED=100 target/debug/itnio-otp-grpc"
+say "descriptors for the gRPC-Web client: buf build proto/ and tests/interop/protos/"
+buf build -o "$logs/otp.binpb"
+buf build tests/interop/protos -o "$logs/rpc.binpb"
+
+web_origin=http://localhost:8080
+say "server: GRPC_LISTEN_ADDR=127.0.0.1:0 METRICS_LISTEN_ADDR=127.0.0.1:0 SANDBOX_SPEED=100 CORS_ALLOWED_ORIGINS=$web_origin target/debug/itnio-otp-grpc"
 # Sandbox mode means no ITNIO credentials: make sure none leak in from the caller's environment.
 env -u ITNIO_API_KEY -u ITNIO_API_SECRET -u ITNIO_API_SECRET_FILE -u ITNIO_BASE_URL -u ITNIO_MODE GRPC_LISTEN_ADDR=127.0.0.1:0 METRICS_LISTEN_ADDR=127.0.0.1:0 SANDBOX_SPEED=100 \
-  target/debug/itnio-otp-grpc 2>"$logs/server.log" &
+  CORS_ALLOWED_ORIGINS="$web_origin" target/debug/itnio-otp-grpc 2>"$logs/server.log" &
 server_pid=$!
 trap 'kill -TERM "$server_pid" 2>/dev/null && wait "$server_pid" || true' EXIT
 addr=""
@@ -84,6 +90,7 @@ echo "sandbox inbox at $inbox_url"
 
 step python .venv/bin/python tests/interop/journey.py "$addr"
 step node node tests/interop/journey.js "$addr"
+step grpc-web node tests/interop/grpc_web.js "$addr" "$logs/otp.binpb" "$logs/rpc.binpb" "$web_origin"
 step grpcurl tests/interop/grpcurl.sh "$addr"
 step browser .venv/bin/python tests/interop/inbox_browser.py "$addr" "$inbox_url" "$logs/inbox.png"
 step curl tests/interop/curl_walkthrough.sh target/debug/itnio-otp-grpc
