@@ -43,7 +43,8 @@ const USER_AGENT: &str = concat!("itnio-otp-grpc/", env!("CARGO_PKG_VERSION"));
 /// Longest `reason` text kept from a rejection; longer texts are cut.
 const MAX_REASON_CHARS: usize = 200;
 
-/// Where and how to reach ITNIO. `Debug` redacts the secret.
+/// Where and how to reach ITNIO. `Debug` shows neither the key nor the secret nor any userinfo
+/// in the base URL.
 #[derive(Clone)]
 pub struct UpstreamConfig {
     /// e.g. `https://api.itniotech.com/otp`; a trailing slash is fine.
@@ -58,8 +59,11 @@ pub struct UpstreamConfig {
 impl fmt::Debug for UpstreamConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("UpstreamConfig")
-            .field("base_url", &self.base_url)
-            .field("api_key", &self.api_key)
+            .field(
+                "base_url",
+                &crate::telemetry::logging::redact_url(&self.base_url),
+            )
+            .field("api_key", &"<redacted>")
             .field("api_secret", &"<redacted>")
             .field("timeout", &self.timeout)
             .finish()
@@ -666,10 +670,13 @@ mod tests {
     }
 
     #[test]
-    fn debug_redacts_the_secret() {
-        let c = client("https://api.itniotech.com/otp");
+    fn debug_redacts_the_key_the_secret_and_userinfo() {
+        let c = client("https://proxy-user:proxy-pass@api.itniotech.com/otp");
         let shown = format!("{c:?} {:?}", c.config());
-        assert!(!shown.contains("s3cr3t-value"), "{shown}");
+        for hidden in ["s3cr3t-value", "key\"", "proxy-user", "proxy-pass"] {
+            assert!(!shown.contains(hidden), "{hidden} in {shown}");
+        }
+        assert!(shown.contains("https://api.itniotech.com/otp"), "{shown}");
         assert!(shown.contains("<redacted>"));
     }
 
