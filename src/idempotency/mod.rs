@@ -534,10 +534,12 @@ mod tests {
         let sends = sends(Arc::new(MemoryStore::default()));
         let calls = Arc::new(AtomicU32::new(0));
         let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let (started, first_called) = tokio::sync::oneshot::channel::<()>();
         let gated = {
             let calls = Arc::clone(&calls);
             async move {
                 calls.fetch_add(1, Ordering::SeqCst);
+                let _ = started.send(());
                 let _ = released.await;
                 Ok(response("v1"))
             }
@@ -546,9 +548,11 @@ mod tests {
             let sends = sends.clone();
             async move { sends.run(attempt(1, None), gated).await }
         });
-        while calls.load(Ordering::SeqCst) == 0 {
-            tokio::task::yield_now().await;
-        }
+        // Dropped unsent if `run` returns without calling the upstream: then this fails at once.
+        tokio::time::timeout(Duration::from_secs(10), first_called)
+            .await
+            .expect("the first attempt calls the upstream within 10 s")
+            .expect("the first attempt calls the upstream");
         first.abort();
         let _ = first.await;
         release.send(()).unwrap();

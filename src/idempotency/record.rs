@@ -103,6 +103,22 @@ mod tests {
     }
 
     #[test]
+    fn now_is_the_unix_time_in_milliseconds() {
+        let unix_ms = |t: SystemTime| {
+            t.duration_since(UNIX_EPOCH)
+                .expect("after 1970")
+                .as_millis()
+        };
+        let before = unix_ms(SystemTime::now());
+        let now = u128::from(now_ms());
+        let after = unix_ms(SystemTime::now());
+        assert!(
+            before <= now && now <= after,
+            "{before} <= {now} <= {after}"
+        );
+    }
+
+    #[test]
     fn leases_end_after_now() {
         let until = lease_until(Duration::from_secs(5));
         let now = now_ms();
