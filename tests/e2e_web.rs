@@ -184,6 +184,8 @@ async fn a_preflight_from_an_allowed_origin_is_answered_for_grpc_web() {
         header(&response, &ACCESS_CONTROL_ALLOW_METHODS),
         Some("POST")
     );
+    // Browsers may cache the answer for two hours.
+    assert_eq!(header(&response, &ACCESS_CONTROL_MAX_AGE), Some("7200"));
     let allowed_headers = header(&response, &ACCESS_CONTROL_ALLOW_HEADERS).expect("headers");
     for needed in [
         "content-type",
