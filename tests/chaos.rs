@@ -274,6 +274,20 @@ impl Rig {
         assert_eq!(answer, json!({"ok": true}));
     }
 
+    /// Requests the sandbox has received, per endpoint (`GET /_sandbox/stats`).
+    async fn upstream_counts(&self) -> Value {
+        let stats: Value = self
+            .http
+            .get(format!("{}/_sandbox/stats", self.sandbox_url))
+            .send()
+            .await
+            .expect("stats")
+            .json()
+            .await
+            .expect("json");
+        stats["byEndpoint"].clone()
+    }
+
     /// The sum of every series of the gauge `name` on the admin `/metrics` page.
     async fn gauge(&self, name: &str) -> f64 {
         let page = self
@@ -628,9 +642,22 @@ async fn every_method_under_every_fault_ends_as_documented() {
         for (_, endpoint) in UNARY {
             rig.inject(endpoint, &case.inject, 1).await;
         }
+        let before = rig.upstream_counts().await;
         let calls = UNARY.map(|(method, _)| call(&rig.channel, &f, method, index));
         for ((method, _), result) in UNARY.iter().zip(join_all(calls).await) {
             seen.insert(*method, outcome(method, result));
+        }
+        // Each RPC made exactly one upstream request, to its endpoint: the fault hit it, and
+        // nothing was retried behind the caller's back.
+        let after = rig.upstream_counts().await;
+        for (method, endpoint) in UNARY {
+            let count = |counts: &Value| counts[endpoint].as_u64().unwrap_or(0);
+            assert_eq!(
+                count(&after) - count(&before),
+                1,
+                "{}: {method} calls {endpoint} once",
+                case.inject
+            );
         }
         rig.inject(RECORD, &case.inject, 1).await;
         seen.insert(

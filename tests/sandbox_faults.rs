@@ -59,18 +59,24 @@ impl Raw {
     }
 }
 
-/// Sends one signed request with `Connection: close` and reads until the connection ends.
-async fn raw(addr: SocketAddr, method: &str, path: &str, body: &Value) -> Raw {
+/// The request line and the signed headers, without the blank line that ends them.
+fn signed_head(method: &str, path: &str) -> String {
     let timestamp = chrono::Utc::now().timestamp().to_string();
     let sign: String = Md5::digest(format!("{KEY}{SECRET}{timestamp}").as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
+    format!(
+        "{method} {path} HTTP/1.1\r\nhost: sandbox\r\napi-key: {KEY}\r\ntimestamp: {timestamp}\r\nsign: {sign}\r\n"
+    )
+}
+
+/// Sends one signed request with `Connection: close` and reads until the connection ends.
+async fn raw(addr: SocketAddr, method: &str, path: &str, body: &Value) -> Raw {
     let body = body.to_string();
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nhost: sandbox\r\nconnection: close\r\napi-key: {KEY}\r\n\
-         timestamp: {timestamp}\r\nsign: {sign}\r\ncontent-type: application/json\r\n\
-         content-length: {}\r\n\r\n{body}",
+        "{}connection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        signed_head(method, path),
         body.len()
     );
     let mut stream = TcpStream::connect(addr).await.unwrap();
@@ -229,14 +235,7 @@ async fn a_trickle_announces_the_whole_reply_and_sends_its_first_byte() {
     let (sandbox, addr) = start().await;
     sandbox.inject_fault("GET /flow/list", Fault::Trickle, 1);
     let mut stream = TcpStream::connect(addr).await.unwrap();
-    let timestamp = chrono::Utc::now().timestamp().to_string();
-    let sign: String = Md5::digest(format!("{KEY}{SECRET}{timestamp}").as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let request = format!(
-        "GET /flow/list HTTP/1.1\r\nhost: s\r\napi-key: {KEY}\r\ntimestamp: {timestamp}\r\nsign: {sign}\r\n\r\n"
-    );
+    let request = format!("{}\r\n", signed_head("GET", "/flow/list"));
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut seen = Vec::new();
     let mut buf = [0; 1024];
