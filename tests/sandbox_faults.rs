@@ -241,7 +241,10 @@ async fn a_trickle_announces_the_whole_reply_and_sends_its_first_byte() {
     let mut buf = [0; 1024];
     // Headers and the first body byte come at once; the rest follows one byte a second.
     while !seen.ends_with(b"\r\n\r\n{") {
-        let n = stream.read(&mut buf).await.unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .expect("headers and a first byte at once")
+            .unwrap();
         assert!(n > 0, "closed early");
         seen.extend_from_slice(&buf[..n]);
     }
@@ -331,4 +334,12 @@ async fn times_counts_down_and_zero_cancels() {
     assert_eq!(inject(addr, fault(5)).await.0, 200);
     assert_eq!(inject(addr, fault(0)).await.0, 200);
     assert!(list().await.text().contains("application/json"));
+
+    // The original form, a business status, still works beside the faults.
+    let status = json!({"endpoint": "GET /flow/list", "status": "-18", "times": 1});
+    assert_eq!(inject(addr, status).await, (200, json!({"ok": true})));
+    let reply: Value = serde_json::from_slice(&list().await.head_and_body().1).unwrap();
+    assert_eq!(reply["status"], "-18");
+    let reply: Value = serde_json::from_slice(&list().await.head_and_body().1).unwrap();
+    assert_eq!(reply["status"], "0");
 }

@@ -425,6 +425,12 @@ mod tests {
         axum::body::to_bytes(body, usize::MAX).await
     }
 
+    #[test]
+    fn the_default_huge_body_is_the_documented_64_mib() {
+        assert_eq!(DEFAULT_HUGE_BODY_BYTES, 67_108_864);
+        assert_eq!(parse("huge_body"), Ok(Fault::HugeBody(67_108_864)));
+    }
+
     #[tokio::test]
     async fn huge_bodies_are_valid_json_of_the_asked_size() {
         for size in [0, 100, 3 * HUGE_CHUNK as u64 + 7] {
