@@ -116,9 +116,11 @@ async fn a_retried_send_reaches_itnio_once_under_every_fault() {
             .expect_err("the fault fails the first attempt");
         let expected = match fault {
             Fault::Slow(_) => (Code::DeadlineExceeded, "UPSTREAM_TIMEOUT"),
-            Fault::ResetBeforeStatus => (Code::Unavailable, "UPSTREAM_CONNECTION_LOST"),
+            Fault::ResetBeforeStatus | Fault::ResetMidBody => {
+                (Code::Unavailable, "UPSTREAM_CONNECTION_LOST")
+            }
             Fault::ServiceUnavailable => (Code::Unavailable, "UPSTREAM_HTTP_ERROR"),
-            Fault::ResetMidBody | Fault::Malformed => (Code::Unavailable, "UPSTREAM_BAD_RESPONSE"),
+            Fault::Malformed => (Code::Unavailable, "UPSTREAM_BAD_RESPONSE"),
         };
         let (reason, metadata) = info(&first);
         assert_eq!(

@@ -627,3 +627,80 @@ async fn nothing_printable_leaks_secret_phone_or_code() {
         assert!(!shown.contains(needle), "{needle} leaked: {shown}");
     }
 }
+
+/// An HTTP/1.1 server that reads one request and writes `reply` raw, then closes (with a TCP
+/// reset when `reset`). Returns its base URL.
+async fn raw_server(reply: &'static [u8], reset: bool) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}/otp", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.expect("accept");
+        let mut request = Vec::new();
+        let mut buf = [0; 4096];
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buf).await.expect("read");
+            assert!(n > 0, "the client closed before a whole request");
+            request.extend_from_slice(&buf[..n]);
+        }
+        stream.write_all(reply).await.expect("write");
+        stream.flush().await.expect("flush");
+        if reset {
+            #[allow(deprecated)]
+            stream.set_linger(Some(Duration::ZERO)).expect("linger");
+        }
+    });
+    base
+}
+
+fn raw_client(base: &str) -> UpstreamClient {
+    UpstreamClient::new(UpstreamConfig {
+        base_url: base.to_owned(),
+        api_key: KEY.into(),
+        api_secret: SECRET.into(),
+        timeout: Duration::from_secs(5),
+    })
+    .expect("valid config")
+}
+
+#[tokio::test]
+async fn a_connection_lost_under_the_body_is_interrupted_and_bad_framing_is_a_decode_error() {
+    const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"status\":\"0\",";
+    for reset in [false, true] {
+        // Fewer bytes than announced, then a FIN (UnexpectedEof) or a reset.
+        let err = raw_client(&raw_server(HEAD, reset).await)
+            .list_flows(None)
+            .await
+            .expect_err("cut short");
+        match &err {
+            UpstreamError::Interrupted { endpoint, detail } => {
+                assert_eq!(*endpoint, Endpoint::FlowList);
+                assert!(
+                    detail.starts_with("connection lost while reading the reply"),
+                    "{detail}"
+                );
+            }
+            other => panic!("reset {reset}: expected Interrupted, got {other:?}"),
+        }
+        assert!(err.may_have_been_processed());
+    }
+    // A chunk size that is no hex number: the reply itself is broken, not the connection.
+    let bad_chunk: &[u8] =
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n";
+    let err = raw_client(&raw_server(bad_chunk, false).await)
+        .list_flows(None)
+        .await
+        .expect_err("bad framing");
+    assert!(
+        matches!(
+            err,
+            UpstreamError::Decode {
+                endpoint: Endpoint::FlowList,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}

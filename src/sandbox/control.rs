@@ -1,5 +1,5 @@
-//! The unsigned `/_sandbox/` endpoints that let out-of-process tests inject statuses, read
-//! request counters and clear everything between tests.
+//! The unsigned `/_sandbox/` endpoints that let out-of-process tests inject statuses and
+//! transport faults, read request counters and clear everything between tests.
 
 use std::sync::Arc;
 
@@ -11,8 +11,9 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::faults::{Fault, FaultParams};
 use super::state::Shared;
-use super::traffic::ENDPOINTS;
+use super::traffic::{ENDPOINTS, Injected};
 
 /// The control routes, to be merged outside the API gate.
 pub fn routes() -> Router<Arc<Shared>> {
@@ -29,10 +30,22 @@ async fn reset(State(shared): State<Arc<Shared>>) -> Response {
     Json(json!({"ok": true})).into_response()
 }
 
+/// `{"endpoint", "status" | "fault" (+ its parameters), "times"}`.
 #[derive(Debug, Deserialize)]
 struct InjectRequest {
     endpoint: String,
-    status: String,
+    /// A business status answered in the envelope, e.g. `"-27"`.
+    #[serde(default)]
+    status: Option<String>,
+    /// A transport fault ([`Fault::NAMES`]).
+    #[serde(default)]
+    fault: Option<String>,
+    #[serde(default)]
+    latency_ms: Option<u64>,
+    #[serde(default)]
+    http_status: Option<u16>,
+    #[serde(default)]
+    bytes: Option<u64>,
     #[serde(default = "one")]
     times: u32,
 }
@@ -41,23 +54,49 @@ fn one() -> u32 {
     1
 }
 
-/// `POST /_sandbox/inject`; an endpoint that is not one of the 19 is a 400, so typos show.
+impl InjectRequest {
+    /// What to inject; an unknown endpoint or fault, a bad parameter, or not exactly one of
+    /// `status` and `fault` is an error for the caller.
+    fn injected(&self) -> Result<Injected, String> {
+        if !ENDPOINTS.contains(&self.endpoint.as_str()) {
+            return Err(format!(
+                "unknown endpoint {:?}; expected one of {ENDPOINTS:?}",
+                self.endpoint
+            ));
+        }
+        let params = FaultParams {
+            latency_ms: self.latency_ms,
+            http_status: self.http_status,
+            bytes: self.bytes,
+        };
+        match (&self.status, &self.fault) {
+            (Some(_), None)
+                if self.latency_ms.or(self.bytes).is_some() || self.http_status.is_some() =>
+            {
+                Err("a status takes no fault parameters".into())
+            }
+            (Some(status), None) => Ok(Injected::Status(status.clone())),
+            (None, Some(fault)) => Fault::parse(fault, params).map(Injected::Fault),
+            _ => Err("give exactly one of status and fault".into()),
+        }
+    }
+}
+
+/// `POST /_sandbox/inject`; a request that cannot be honoured is a 400 saying why, so typos show.
 async fn inject(State(shared): State<Arc<Shared>>, Json(request): Json<InjectRequest>) -> Response {
-    if !ENDPOINTS.contains(&request.endpoint.as_str()) {
-        let error = format!(
-            "unknown endpoint {:?}; expected one of {ENDPOINTS:?}",
-            request.endpoint
-        );
-        return (
+    match request.injected() {
+        Ok(injected) => {
+            shared
+                .traffic()
+                .inject(&request.endpoint, injected, request.times);
+            Json(json!({"ok": true})).into_response()
+        }
+        Err(error) => (
             StatusCode::BAD_REQUEST,
             Json(json!({"ok": false, "error": error})),
         )
-            .into_response();
+            .into_response(),
     }
-    shared
-        .traffic()
-        .inject(&request.endpoint, &request.status, request.times);
-    Json(json!({"ok": true})).into_response()
 }
 
 /// `GET /_sandbox/stats`: request counters, how much is stored (after purging) and how many

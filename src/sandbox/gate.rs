@@ -1,5 +1,5 @@
 //! The middleware in front of every API route: count the request, check the caller, and
-//! answer an injected status if one is pending. Handlers only see authenticated requests.
+//! answer an injected status or fault if one is pending. Handlers only see authenticated requests.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::envelope::envelope;
 use super::state::Shared;
+use super::traffic::Injected;
 use super::{BASE_PATHS, auth, clock};
 
 /// Runs before every API handler.
@@ -24,10 +25,13 @@ pub async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Nex
     ) {
         return err.into_response();
     }
-    if let Some(status) = shared.traffic().take_injection(&endpoint) {
-        return envelope(&status, None);
+    // Bound first, so the traffic lock is released before any await.
+    let injected = shared.traffic().take_injection(&endpoint);
+    match injected {
+        Some(Injected::Status(status)) => envelope(&status, None),
+        Some(Injected::Fault(fault)) => fault.apply(request, next).await,
+        None => next.run(request).await,
     }
-    next.run(request).await
 }
 
 /// `"<METHOD> <route template>"`, the name counters and injections use, whatever base path

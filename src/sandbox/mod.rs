@@ -57,6 +57,11 @@
 //! - `POST /_sandbox/inject` `{"endpoint":"POST /verification/send","status":"-27","times":1}`
 //!   → `{"ok":true}`: the next `times` authenticated requests to that endpoint answer that
 //!   status with no data and change nothing.
+//! - `POST /_sandbox/inject` `{"endpoint":"GET /flow/list","fault":"reset_mid_body","times":1}`:
+//!   the same with a transport fault instead (latency, an HTTP error status, a connection reset
+//!   before the status line or mid-body, a truncated, non-JSON, HTML, mislabelled, huge or
+//!   trickling body); see `faults` for the list and their parameters. A new injection for an
+//!   endpoint replaces the pending one; `times` 0 cancels.
 //! - `GET /_sandbox/stats` → `{"total":N,"byEndpoint":{"POST /app/add":3,…},"stored":{…}}`.
 //! - `POST /_sandbox/reset` → `{"ok":true}`: forgets everything; ids keep counting up.
 //!
@@ -87,6 +92,7 @@ mod codes;
 mod control;
 mod deliveries;
 mod envelope;
+mod faults;
 mod flows;
 mod gate;
 mod inbox;
@@ -98,9 +104,10 @@ mod state;
 mod templates;
 mod traffic;
 mod verifications;
+mod wire;
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -108,9 +115,11 @@ use axum::Router;
 use axum::middleware;
 use axum::routing::{get, post, put};
 
+pub use faults::{DEFAULT_HUGE_BODY_BYTES, Fault};
 use state::Shared;
 pub use state::{FLOW_ID_BASE, TEMPLATE_ID_BASE};
 pub use traffic::ENDPOINTS;
+use traffic::Injected;
 
 /// The base paths the API answers under besides the bare one: the vendor's (`/otp`) and the
 /// one its Java SDK builds from its default base URL (`/v3/otp`).
@@ -177,7 +186,7 @@ impl Sandbox {
     /// The axum router: all 19 endpoints at bare paths ("/app/add") and under each of
     /// [`BASE_PATHS`] ("/otp/app/add", "/v3/otp/app/add"), plus the control endpoints and the inbox.
     /// With a non-empty `allowed_ips`, serve it with
-    /// `into_make_service_with_connect_info::<SocketAddr>()` (as [`Sandbox::serve`] does):
+    /// `into_make_service_with_connect_info::<SocketAddr>()` ([`Sandbox::serve`] does the same):
     /// a caller whose address is unknown is not allowed.
     pub fn router(&self) -> Router {
         let api = self.api_routes();
@@ -219,6 +228,7 @@ impl Sandbox {
 
     /// Serves on an already-bound listener until `shutdown` resolves. Shutting down also ends
     /// open inbox streams and flow followers, so the graceful shutdown never waits on them.
+    /// Connections are wired (`wire`), so injected faults can reset them.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
@@ -226,9 +236,10 @@ impl Sandbox {
     ) -> std::io::Result<()> {
         let service = self
             .router()
-            .into_make_service_with_connect_info::<SocketAddr>();
+            .layer(middleware::map_request(wire::split_peer))
+            .into_make_service_with_connect_info::<wire::Peer>();
         let shared = self.shared.clone();
-        axum::serve(listener, service)
+        axum::serve(wire::WiredListener(listener), service)
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 shared.close();
@@ -256,6 +267,15 @@ impl Sandbox {
     /// business status (e.g. "-27") and no data, after authentication, without changing state.
     /// `times` 0 cancels a pending injection.
     pub fn inject_status(&self, endpoint: &str, status: &str, times: u32) {
-        self.shared.traffic().inject(endpoint, status, times);
+        let injected = Injected::Status(status.to_owned());
+        self.shared.traffic().inject(endpoint, injected, times);
+    }
+
+    /// Makes the next `times` authenticated requests to `endpoint` suffer `fault` (see
+    /// `POST /_sandbox/inject`); the connection resets need the sandbox served by [`Sandbox::serve`].
+    /// `times` 0 cancels a pending injection.
+    pub fn inject_fault(&self, endpoint: &str, fault: Fault, times: u32) {
+        let injected = Injected::Fault(fault);
+        self.shared.traffic().inject(endpoint, injected, times);
     }
 }

@@ -1,7 +1,9 @@
-//! Request counters and pending status injections, keyed by endpoint name
-//! (`"<METHOD> <route template>"`, e.g. `"GET /verification/record/{verificationId}"`).
+//! Request counters and pending injections (business statuses and transport faults), keyed by
+//! endpoint name (`"<METHOD> <route template>"`, e.g. `"GET /verification/record/{verificationId}"`).
 
 use std::collections::{BTreeMap, HashMap};
+
+use super::faults::Fault;
 
 /// The 19 emulated endpoints, named as counters and injections name them.
 pub const ENDPOINTS: [&str; 19] = [
@@ -26,10 +28,19 @@ pub const ENDPOINTS: [&str; 19] = [
     "POST /postback/backfill",
 ];
 
-/// One injected status and how many more requests it answers.
+/// What an injection answers a request with instead of the handler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Injected {
+    /// HTTP 200 with this envelope status and no data.
+    Status(String),
+    /// A transport fault.
+    Fault(Fault),
+}
+
+/// One injection and how many more requests it answers.
 #[derive(Debug, Clone)]
 struct Injection {
-    status: String,
+    injected: Injected,
     remaining: u32,
 }
 
@@ -60,28 +71,29 @@ impl Traffic {
         &self.by_endpoint
     }
 
-    /// Answers the next `times` requests to `endpoint` with `status`; 0 cancels.
-    pub fn inject(&mut self, endpoint: &str, status: &str, times: u32) {
+    /// Answers the next `times` requests to `endpoint` with `injected`, replacing what was
+    /// pending there; 0 cancels.
+    pub fn inject(&mut self, endpoint: &str, injected: Injected, times: u32) {
         if times == 0 {
             self.injections.remove(endpoint);
             return;
         }
         let injection = Injection {
-            status: status.to_owned(),
+            injected,
             remaining: times,
         };
         self.injections.insert(endpoint.to_owned(), injection);
     }
 
-    /// The status to answer this request to `endpoint` with, if one is pending.
-    pub fn take_injection(&mut self, endpoint: &str) -> Option<String> {
+    /// What to answer this request to `endpoint` with, if an injection is pending.
+    pub fn take_injection(&mut self, endpoint: &str) -> Option<Injected> {
         let injection = self.injections.get_mut(endpoint)?;
         injection.remaining -= 1;
-        let status = injection.status.clone();
+        let injected = injection.injected.clone();
         if injection.remaining == 0 {
             self.injections.remove(endpoint);
         }
-        Some(status)
+        Some(injected)
     }
 }
 
@@ -93,17 +105,28 @@ mod tests {
     #[test]
     fn injections_run_out() {
         let mut traffic = Traffic::default();
-        traffic.inject("POST /app/add", "-27", 2);
+        let limit = || Injected::Status("-27".into());
+        traffic.inject("POST /app/add", limit(), 2);
+        assert_eq!(traffic.take_injection("POST /app/add"), Some(limit()));
+        assert_eq!(traffic.take_injection("GET /flow/list"), None);
+        assert_eq!(traffic.take_injection("POST /app/add"), Some(limit()));
+        assert_eq!(traffic.take_injection("POST /app/add"), None);
+    }
+
+    #[test]
+    fn a_new_injection_replaces_the_pending_one_and_zero_cancels() {
+        let mut traffic = Traffic::default();
+        let reset = Injected::Fault(Fault::ResetMidBody);
+        traffic.inject("GET /flow/list", Injected::Status("-18".into()), 5);
+        traffic.inject("GET /flow/list", reset.clone(), 1);
         assert_eq!(
-            traffic.take_injection("POST /app/add").as_deref(),
-            Some("-27")
+            traffic.take_injection("GET /flow/list"),
+            Some(reset.clone())
         );
         assert_eq!(traffic.take_injection("GET /flow/list"), None);
-        assert_eq!(
-            traffic.take_injection("POST /app/add").as_deref(),
-            Some("-27")
-        );
-        assert_eq!(traffic.take_injection("POST /app/add"), None);
+        traffic.inject("GET /flow/list", reset, 3);
+        traffic.inject("GET /flow/list", Injected::Status("-18".into()), 0);
+        assert_eq!(traffic.take_injection("GET /flow/list"), None);
     }
 
     #[test]

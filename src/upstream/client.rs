@@ -573,14 +573,43 @@ fn send_error(endpoint: Endpoint, err: reqwest::Error) -> (Option<u16>, Upstream
 }
 
 /// A failure while reading a reply whose status line already arrived: ITNIO has processed it.
+/// A connection that broke under the body (reset, closed before the announced length) is
+/// [`UpstreamError::Interrupted`], retryable like a reset before the status line; a body that
+/// arrived whole but malformed (e.g. bad chunk framing) is [`UpstreamError::Decode`].
 fn read_error(endpoint: Endpoint, err: reqwest::Error) -> UpstreamError {
     if err.is_timeout() {
         return UpstreamError::Timeout { endpoint };
+    }
+    if connection_broke(&err) {
+        let detail = match root_cause(&err) {
+            Some(cause) => format!("connection lost while reading the reply: {cause}"),
+            None => "connection lost while reading the reply".to_owned(),
+        };
+        return UpstreamError::Interrupted { endpoint, detail };
     }
     UpstreamError::Decode {
         endpoint,
         detail: "reply body could not be read".into(),
     }
+}
+
+/// Whether an I/O error saying the connection broke is among the causes of `err`.
+fn connection_broke(err: &(dyn std::error::Error + 'static)) -> bool {
+    use std::io::ErrorKind;
+    let mut cause = err.source();
+    while let Some(error) = cause {
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::BrokenPipe
+                    | ErrorKind::UnexpectedEof
+            );
+        }
+        cause = error.source();
+    }
+    false
 }
 
 fn root_cause(err: &(dyn std::error::Error + 'static)) -> Option<String> {

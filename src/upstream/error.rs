@@ -26,7 +26,7 @@ pub enum UpstreamError {
     #[error("{endpoint}: could not send the request: {detail}")]
     Connect { endpoint: Endpoint, detail: String },
     /// The connection failed after the request may have been written, before a status line
-    /// arrived: the request may have been processed.
+    /// arrived or while the body was read: the request may have been processed.
     #[error(
         "{endpoint}: connection lost before the reply (the request may have been processed): {detail}"
     )]
