@@ -231,6 +231,26 @@ mod tests {
     }
 
     #[test]
+    fn refused_characters_are_named_by_layout() {
+        let description = |value: &str, layout| {
+            let mut v = Violations::default();
+            v.text_in("f", value, 1..=64, layout);
+            let Err(crate::error::ServiceError::InvalidArgument(list)) = v.finish(()) else {
+                panic!("expected a violation");
+            };
+            list[0].description.clone()
+        };
+        assert_eq!(
+            description("a\nb", Layout::SingleLine),
+            "must not contain control characters, line breaks or bidirectional formatting characters"
+        );
+        assert_eq!(
+            description("a\u{7}b", Layout::MultiLine),
+            "must not contain control characters other than line breaks, nor bidirectional overrides or isolates"
+        );
+    }
+
+    #[test]
     fn numeric_ids_are_canonical_positive_i64() {
         assert_eq!(numeric_id("1"), Some(1));
         assert_eq!(numeric_id("9223372036854775807"), Some(i64::MAX));

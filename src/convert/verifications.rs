@@ -490,6 +490,7 @@ mod tests {
             ),
             (None, Some(MAX_COUNT + 1), &["base_count"]),
             (Some(6), Some(5), &["conversion_count"]),
+            (Some(MAX_COUNT), Some(5), &["conversion_count"]),
         ] {
             let err = with_counts(conversions, base).expect_err("invalid counts");
             assert_eq!(fields(err), bad, "{conversions:?} / {base:?}");
