@@ -25,6 +25,9 @@ redis-server --version
 step "cargo test (unit + end-to-end)"
 cargo test --all-targets --locked
 
+step "fuzz (each cargo-fuzz target for 5 s from its checked-in corpus; installs nightly + cargo-fuzz)"
+bash scripts/fuzz.sh 5
+
 step "deployment (hadolint Dockerfile, kubernetes-validate --strict, kubectl kustomize)"
 bash tests/deploy/run.sh
 

@@ -10,6 +10,7 @@
 //!  sandbox/*  an emulator of the whole ITNIO OTP API; shares no types with upstream/
 //!  telemetry/* per-RPC layer (request id, access line, metrics), /metrics, log setup
 //!  error.rs   the one place upstream and validation failures become gRPC statuses
+//!  fuzzing.rs entry points of the fuzz targets in fuzz/ and their invariants (hidden, not API)
 //!  auth/*     callers file, bearer-token / client-certificate check, the tower layer that attaches the Caller
 //!  caller.rs  who is calling (attached by the auth layer) and on which ITNIO account
 //!  accounts.rs  the ITNIO accounts by name: each call goes to its caller's account
@@ -27,6 +28,8 @@ pub mod caller;
 pub mod config;
 pub mod convert;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod idempotency;
 pub mod proto;
 pub mod quota;

@@ -6,7 +6,7 @@ use crate::{
     upstream as wire,
 };
 
-use super::{Violations, timestamp_from_wire};
+use super::{Violations, limits::NAME_CHARS, timestamp_from_wire};
 
 /// The documented `limit` ceiling: 10 billion ("1-100亿").
 const MAX_LIMIT: i64 = 10_000_000_000;
@@ -27,7 +27,7 @@ pub fn create_request(req: &pb::CreateAppRequest) -> Result<wire::AppRequest, Se
 /// Checks an `UpdateApp` request and builds the `/app/update/{appId}` body.
 pub fn update_request(req: &pb::UpdateAppRequest) -> Result<wire::AppRequest, ServiceError> {
     let mut v = Violations::default();
-    v.required("app_id", &req.app_id);
+    v.app_id("app_id", &req.app_id);
     let body = app_body(
         &mut v,
         Some(req.app_id.clone()),
@@ -41,7 +41,7 @@ pub fn update_request(req: &pb::UpdateAppRequest) -> Result<wire::AppRequest, Se
 /// Checks a `GetApp` request.
 pub fn get_request(req: &pb::GetAppRequest) -> Result<(), ServiceError> {
     let mut v = Violations::default();
-    v.required("app_id", &req.app_id);
+    v.app_id("app_id", &req.app_id);
     v.finish(())
 }
 
@@ -52,7 +52,7 @@ fn app_body(
     code_expiry: Option<i32>,
     [total, phone]: [&Option<pb::PeriodLimit>; 2],
 ) -> wire::AppRequest {
-    v.text("name", name, 4..=32);
+    v.text("name", name, NAME_CHARS);
     v.range("code_expiry_minutes", code_expiry, 1..=60);
     wire::AppRequest {
         app_id,
@@ -206,5 +206,30 @@ mod tests {
         })
         .expect_err("invalid");
         assert_eq!(fields(err), ["app_id"]);
+    }
+
+    #[test]
+    fn app_ids_are_checked_by_shape() {
+        for bad in [
+            "abc",
+            "mRELxtHc\n",
+            "mREL xtHc",
+            "mREL/xtHc",
+            "..",
+            &"a".repeat(33),
+        ] {
+            let err = get_request(&pb::GetAppRequest { app_id: bad.into() }).expect_err(bad);
+            assert_eq!(fields(err), ["app_id"], "{bad:?}");
+        }
+        for ok in ["abcd", "mRELxtHc", "app-id_01", &"a".repeat(32)] {
+            get_request(&pb::GetAppRequest { app_id: ok.into() }).expect(ok);
+        }
+        let err = update_request(&pb::UpdateAppRequest {
+            app_id: "mRELxtHc".into(),
+            name: "na\u{202D}me".into(),
+            ..Default::default()
+        })
+        .expect_err("bidi override");
+        assert_eq!(fields(err), ["name"]);
     }
 }

@@ -6,7 +6,10 @@ use crate::{
     upstream as wire,
 };
 
-use super::{Violations, channel_from_wire};
+use super::{
+    Violations, channel_from_wire,
+    limits::{MAX_FLOW_NODES, NAME_CHARS},
+};
 
 /// Checks a `CreateFlow` request and builds the `/flow/add` body.
 pub fn create_request(req: &pb::CreateFlowRequest) -> Result<wire::FlowRequest, ServiceError> {
@@ -19,12 +22,7 @@ pub fn create_request(req: &pb::CreateFlowRequest) -> Result<wire::FlowRequest, 
 pub fn update_request(req: &pb::UpdateFlowRequest) -> Result<wire::FlowRequest, ServiceError> {
     let mut v = Violations::default();
     v.numeric_id("flow_id", &req.flow_id);
-    let body = flow_body(
-        &mut v,
-        Some(req.flow_id.trim().to_owned()),
-        &req.name,
-        &req.nodes,
-    );
+    let body = flow_body(&mut v, Some(req.flow_id.clone()), &req.name, &req.nodes);
     v.finish(body)
 }
 
@@ -41,15 +39,21 @@ fn flow_body(
     name: &str,
     nodes: &[pb::FlowNode],
 ) -> wire::FlowRequest {
-    v.text("name", name, 4..=32);
-    if nodes.is_empty() {
+    v.text("name", name, NAME_CHARS);
+    let flow = if nodes.is_empty() {
         v.add("nodes", "at least one node is required");
-    }
-    let flow = nodes
-        .iter()
-        .enumerate()
-        .map(|(index, node)| node_to_wire(v, index, node))
-        .collect();
+        Vec::new()
+    } else if nodes.len() > MAX_FLOW_NODES {
+        // One violation for the list, not one per node of a runaway list.
+        v.add("nodes", format!("must have at most {MAX_FLOW_NODES} nodes"));
+        Vec::new()
+    } else {
+        nodes
+            .iter()
+            .enumerate()
+            .map(|(index, node)| node_to_wire(v, index, node))
+            .collect()
+    };
     wire::FlowRequest {
         flow_id,
         name: name.to_owned(),
@@ -152,5 +156,49 @@ mod tests {
         })
         .expect_err("invalid");
         assert_eq!(fields(err), ["nodes"]);
+    }
+
+    #[test]
+    fn a_flow_has_at_most_ten_nodes_and_a_runaway_list_is_one_violation() {
+        let node = pb::FlowNode {
+            waiting_time_seconds: 30,
+            trigger: FlowTrigger::SendFailed as i32,
+            channel: Channel::Sms as i32,
+            channel_cut: false,
+        };
+        let flow = |count: usize| pb::CreateFlowRequest {
+            name: "fallback".into(),
+            nodes: vec![node; count],
+        };
+        let body = create_request(&flow(MAX_FLOW_NODES)).expect("at the limit");
+        assert_eq!(body.flow.len(), MAX_FLOW_NODES);
+        let err = create_request(&flow(MAX_FLOW_NODES + 1)).expect_err("over the limit");
+        assert_eq!(fields(err), ["nodes"]);
+        let bad = pb::FlowNode {
+            waiting_time_seconds: 1,
+            ..node
+        };
+        let err = create_request(&pb::CreateFlowRequest {
+            name: "fallback".into(),
+            nodes: vec![bad; 200_000],
+        })
+        .expect_err("runaway");
+        assert_eq!(fields(err), ["nodes"]);
+    }
+
+    #[test]
+    fn flow_ids_and_names_are_clean() {
+        let err = update_request(&pb::UpdateFlowRequest {
+            flow_id: " 7\n".into(),
+            name: "fall\u{2066}back".into(),
+            nodes: vec![],
+        })
+        .expect_err("invalid");
+        assert_eq!(fields(err), ["flow_id", "name", "nodes"]);
+        let err = get_request(&pb::GetFlowRequest {
+            flow_id: "1".repeat(60_000),
+        })
+        .expect_err("too long");
+        assert_eq!(fields(err), ["flow_id"]);
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod apps;
 pub mod flows;
+pub mod limits;
 pub mod records;
 pub mod templates;
 pub mod verifications;
@@ -17,6 +18,7 @@ use std::ops::RangeInclusive;
 use chrono::DateTime;
 use prost_types::Timestamp;
 
+use self::limits::Layout;
 use crate::{
     error::{FieldViolation, ServiceError},
     idempotency::RequestId,
@@ -45,22 +47,10 @@ impl Violations {
         }
     }
 
-    /// Checks a required string's length in characters.
-    pub fn text(&mut self, field: &str, value: &str, chars: RangeInclusive<usize>) {
-        let count = value.chars().count();
-        if value.trim().is_empty() && *chars.start() > 0 {
-            self.add(field, "is required");
-        } else if !chars.contains(&count) {
-            let (min, max) = (chars.start(), chars.end());
-            self.add(field, format!("must be {min}–{max} characters"));
-        }
-    }
-
-    /// Checks that a required id is present.
-    pub fn required(&mut self, field: &str, value: &str) {
-        if value.trim().is_empty() {
-            self.add(field, "is required");
-        }
+    /// Checks a single-line string: required when `chars` starts above 0, its length in
+    /// characters, and no control or bidi formatting character ([`limits::Layout`]).
+    pub fn text(&mut self, field: &str, value: &str, chars: RangeInclusive<usize>) -> bool {
+        self.text_in(field, value, chars, Layout::SingleLine)
     }
 
     /// Checks an optional integer against its documented range.
@@ -78,26 +68,27 @@ impl Violations {
 
     /// Parses a required decimal id (templateId and flowId are integers upstream).
     pub fn numeric_id(&mut self, field: &str, value: &str) -> Option<i64> {
-        if value.trim().is_empty() {
+        if value.is_empty() {
             self.add(field, "is required");
             return None;
         }
         self.optional_numeric_id(field, value)
     }
 
-    /// Parses an optional decimal id; empty means absent.
+    /// Parses an optional decimal id; empty means absent. Only the canonical form is taken
+    /// ([`limits::numeric_id`]): what passes goes into a URL byte for byte.
     pub fn optional_numeric_id(&mut self, field: &str, value: &str) -> Option<i64> {
-        let value = value.trim();
         if value.is_empty() {
             return None;
         }
-        match value.parse::<i64>() {
-            Ok(id) if id > 0 => Some(id),
-            _ => {
-                self.add(field, "must be a positive decimal id");
-                None
-            }
+        let id = limits::numeric_id(value);
+        if id.is_none() {
+            self.add(
+                field,
+                "must be a positive decimal id without sign, spaces or leading zeros",
+            );
         }
+        id
     }
 
     /// Normalises a phone number (E.164 with `+`, spaces, dashes allowed) to 10–14 digits.
@@ -120,14 +111,13 @@ impl Violations {
         }
     }
 
-    /// Checks an optional caller reference: at most 64 characters; empty means absent.
+    /// Checks an optional caller reference: at most 64 characters, single-line; empty means
+    /// absent.
     pub fn order_id(&mut self, field: &str, value: &str) -> Option<String> {
         if value.is_empty() {
             return None;
         }
-        if value.chars().count() > 64 {
-            self.add(field, "must be at most 64 characters");
-        }
+        self.text(field, value, 1..=limits::MAX_ORDER_ID_CHARS);
         Some(value.to_owned())
     }
 
@@ -268,11 +258,20 @@ pub(crate) mod tests {
             );
         }
         let mut v = Violations::default();
-        assert_eq!(v.numeric_id("flow_id", " 42 "), Some(42));
+        assert_eq!(v.numeric_id("flow_id", "42"), Some(42));
         assert_eq!(v.optional_numeric_id("flow_id", "1"), Some(1));
-        assert_eq!(v.optional_numeric_id("flow_id", "  "), None);
+        assert_eq!(v.optional_numeric_id("flow_id", ""), None);
         assert!(v.finish(()).is_ok());
-        assert_eq!(violated(|v| _ = v.numeric_id("id", " ")), ["id"]);
+        assert_eq!(violated(|v| _ = v.numeric_id("id", "")), ["id"]);
+        // Never trimmed into a different-looking id: what passes goes into the URL as is.
+        for bad in [" ", " 42 ", "42\n", "\r\n42", "042", "4 2"] {
+            assert_eq!(violated(|v| _ = v.numeric_id("id", bad)), ["id"], "{bad:?}");
+            assert_eq!(
+                violated(|v| _ = v.optional_numeric_id("id", bad)),
+                ["id"],
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]
@@ -287,16 +286,21 @@ pub(crate) mod tests {
             violated(|v| _ = v.order_id("order_id", &too_long)),
             ["order_id"]
         );
+        for bad in ["order\n1", "order\u{202E}1", "\u{1b}[2J"] {
+            assert_eq!(
+                violated(|v| _ = v.order_id("order_id", bad)),
+                ["order_id"],
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]
     fn blank_text_is_missing_even_at_a_valid_length() {
-        assert_eq!(violated(|v| v.text("name", "    ", 4..=32)), ["name"]);
-        assert_eq!(violated(|v| v.text("name", "\t \n ", 1..=32)), ["name"]);
-        assert!(violated(|v| v.text("name", "a b ", 4..=32)).is_empty());
-        assert!(violated(|v| v.text("name", "", 0..=32)).is_empty());
-        assert_eq!(violated(|v| v.required("app_id", " \t")), ["app_id"]);
-        assert!(violated(|v| v.required("app_id", "a")).is_empty());
+        assert_eq!(violated(|v| _ = v.text("name", "    ", 4..=32)), ["name"]);
+        assert_eq!(violated(|v| _ = v.text("name", "\t \n ", 1..=32)), ["name"]);
+        assert!(violated(|v| _ = v.text("name", "a b ", 4..=32)).is_empty());
+        assert!(violated(|v| _ = v.text("name", "", 0..=32)).is_empty());
         let mut v = Violations::default();
         v.text("name", "    ", 4..=32);
         let Err(ServiceError::InvalidArgument(list)) = v.finish(()) else {

@@ -11,13 +11,14 @@ use crate::{
 };
 
 use super::{
-    Violations, channel_from_wire, timestamp_from_wire, verifications::match_state_from_wire,
+    Violations, channel_from_wire, limits::MAX_ORDER_ID_CHARS, timestamp_from_wire,
+    verifications::match_state_from_wire,
 };
 
 /// Checks a `GetRecord` request.
 pub fn get_request(req: &pb::GetRecordRequest) -> Result<(), ServiceError> {
     let mut v = Violations::default();
-    v.required("verification_id", &req.verification_id);
+    v.verification_id("verification_id", &req.verification_id);
     v.finish(())
 }
 
@@ -28,8 +29,12 @@ pub fn order_request(
     order_id: &str,
 ) -> Result<wire::OrderRecordRequest, ServiceError> {
     let mut v = Violations::default();
-    v.required(&format!("{field_prefix}app_id"), app_id);
-    v.text(&format!("{field_prefix}order_id"), order_id, 1..=64);
+    v.app_id(&format!("{field_prefix}app_id"), app_id);
+    v.text(
+        &format!("{field_prefix}order_id"),
+        order_id,
+        1..=MAX_ORDER_ID_CHARS,
+    );
     v.finish(wire::OrderRecordRequest {
         app_id: app_id.to_owned(),
         order_id: order_id.to_owned(),
@@ -41,7 +46,7 @@ pub fn watch_key(req: &pb::WatchRecordRequest) -> Result<WatchKey, ServiceError>
     match &req.selector {
         Some(Selector::VerificationId(id)) => {
             let mut v = Violations::default();
-            v.required("verification_id", id);
+            v.verification_id("verification_id", id);
             v.finish(WatchKey::Verification(id.clone()))
         }
         Some(Selector::Order(order)) => {
@@ -215,5 +220,38 @@ mod tests {
         let object = json_object(sna).expect("object");
         assert_eq!(object.fields.len(), 2);
         assert!(json_object(serde_json::json!(3)).is_none());
+    }
+
+    #[test]
+    fn record_lookups_check_ids_by_shape() {
+        use crate::convert::tests::fields;
+        use crate::proto::v1::OrderSelector;
+
+        let long = "a".repeat(60_000);
+        let err = get_request(&pb::GetRecordRequest {
+            verification_id: long.clone(),
+        })
+        .expect_err("too long");
+        assert_eq!(fields(err), ["verification_id"]);
+        let err = order_request("", &long, "o\u{7}").expect_err("invalid");
+        assert_eq!(fields(err), ["app_id", "order_id"]);
+        let body = order_request("", "mRELxtHc", &"o".repeat(64)).expect("at the limit");
+        assert_eq!(body.order_id.len(), 64);
+        let watch = |selector| pb::WatchRecordRequest {
+            selector: Some(selector),
+        };
+        let err = watch_key(&watch(Selector::VerificationId("1\r\n2".into()))).expect_err("ctl");
+        assert_eq!(fields(err), ["verification_id"]);
+        let err = watch_key(&watch(Selector::Order(OrderSelector {
+            app_id: "mREL\nxtHc".into(),
+            order_id: "o".repeat(65),
+        })))
+        .expect_err("invalid");
+        assert_eq!(fields(err), ["order.app_id", "order.order_id"]);
+        let key = watch_key(&watch(Selector::VerificationId(
+            "22206051443051000003".into(),
+        )))
+        .expect("valid");
+        assert_eq!(key, WatchKey::Verification("22206051443051000003".into()));
     }
 }

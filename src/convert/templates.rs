@@ -6,7 +6,11 @@ use crate::{
     upstream as wire,
 };
 
-use super::{Violations, non_empty};
+use super::{
+    Violations,
+    limits::{Layout, MAX_SENDER_ID_CHARS, NAME_CHARS, TEMPLATE_TEXT_CHARS},
+    non_empty,
+};
 
 /// The placeholder every template text must contain.
 const CODE_PLACEHOLDER: &str = "##code##";
@@ -46,7 +50,7 @@ pub fn create_request(
     req: &pb::CreateTemplateRequest,
 ) -> Result<wire::TemplateRequest, ServiceError> {
     let mut v = Violations::default();
-    v.required("app_id", &req.app_id);
+    v.app_id("app_id", &req.app_id);
     let mut body = template_body(&mut v, template_fields!(req));
     body.app_id = Some(req.app_id.clone());
     v.finish(body)
@@ -59,7 +63,7 @@ pub fn update_request(
     let mut v = Violations::default();
     v.numeric_id("template_id", &req.template_id);
     let mut body = template_body(&mut v, template_fields!(req));
-    body.template_id = Some(req.template_id.trim().to_owned());
+    body.template_id = Some(req.template_id.clone());
     v.finish(body)
 }
 
@@ -71,9 +75,10 @@ pub fn get_request(req: &pb::GetTemplateRequest) -> Result<(), ServiceError> {
 }
 
 fn template_body(v: &mut Violations, f: TemplateFields<'_>) -> wire::TemplateRequest {
-    v.text("name", f.name, 4..=32);
-    v.text("text", f.text, 1..=256);
-    if !f.text.is_empty() && !f.text.contains(CODE_PLACEHOLDER) {
+    v.text("name", f.name, NAME_CHARS);
+    if v.text_in("text", f.text, TEMPLATE_TEXT_CHARS, Layout::MultiLine)
+        && !f.text.contains(CODE_PLACEHOLDER)
+    {
         v.add("text", "must contain the placeholder ##code##");
     }
     let code_type = match CodeType::try_from(f.code_type) {
@@ -107,8 +112,14 @@ fn template_body(v: &mut Violations, f: TemplateFields<'_>) -> wire::TemplateReq
         language,
         max_duration: f.max_duration_seconds,
         repeat_cnt: f.repeat_count,
-        sender_id: non_empty(f.sender_id),
+        sender_id: sender_id(v, f.sender_id),
     }
+}
+
+/// An optional sender id: empty means the account's default.
+fn sender_id(v: &mut Violations, value: &str) -> Option<String> {
+    v.text("sender_id", value, 0..=MAX_SENDER_ID_CHARS);
+    non_empty(value)
 }
 
 /// The wire code of a language: its proto name without the `LANGUAGE_` prefix.
@@ -200,5 +211,63 @@ mod tests {
         assert_eq!(body.code_type, None);
         assert_eq!(body.language, None);
         assert_eq!(body.sender_id, None);
+    }
+
+    fn create(app_id: &str, text: &str, sender_id: &str) -> pb::CreateTemplateRequest {
+        pb::CreateTemplateRequest {
+            app_id: app_id.into(),
+            name: "login".into(),
+            text: text.into(),
+            sender_id: sender_id.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn app_and_sender_ids_are_bounded_and_clean() {
+        let megabyte = "x".repeat(1 << 20);
+        let err = create_request(&create(&megabyte, "##code##", &megabyte)).expect_err("1 MB");
+        assert_eq!(fields(err), ["app_id", "sender_id"]);
+        let err =
+            create_request(&create("mREL\r\nxtHc", "##code##", "ACME\u{0}")).expect_err("ctl");
+        assert_eq!(fields(err), ["app_id", "sender_id"]);
+        let longest = "S".repeat(MAX_SENDER_ID_CHARS);
+        let body = create_request(&create("mRELxtHc", "##code##", &longest)).expect("at the limit");
+        assert_eq!(body.sender_id, Some(longest));
+        let over = "S".repeat(MAX_SENDER_ID_CHARS + 1);
+        let err = update_request(&pb::UpdateTemplateRequest {
+            template_id: "455".into(),
+            name: "login".into(),
+            text: "##code##".into(),
+            sender_id: over,
+            ..Default::default()
+        })
+        .expect_err("over the limit");
+        assert_eq!(fields(err), ["sender_id"]);
+    }
+
+    #[test]
+    fn text_may_break_lines_but_not_override_direction() {
+        let body = create_request(&create("mRELxtHc", "Code:\r\n##code##\n\u{200F}", ""))
+            .expect("line breaks and marks are fine in a message");
+        assert_eq!(body.text, "Code:\r\n##code##\n\u{200F}");
+        for bad in [
+            "##code##\u{202E}",
+            "##code##\u{2067}",
+            "\u{7}##code##",
+            "##code##\u{1b}[0m",
+        ] {
+            let err = create_request(&create("mRELxtHc", bad, "")).expect_err(bad);
+            assert_eq!(fields(err), ["text"], "{bad:?}");
+        }
+        // One violation per field: a text both too long and without the placeholder.
+        let err = create_request(&create("mRELxtHc", &"x".repeat(257), "")).expect_err("long");
+        assert_eq!(fields(err), ["text"]);
+        let err = create_request(&pb::CreateTemplateRequest {
+            name: "log\nin".into(),
+            ..create("mRELxtHc", "##code##", "")
+        })
+        .expect_err("a name is one line");
+        assert_eq!(fields(err), ["name"]);
     }
 }

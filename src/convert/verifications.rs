@@ -1,7 +1,7 @@
 //! Sending and checking codes, and conversion reports: gRPC requests to `/verification/*`,
 //! `/postback/backfill` and `/backfillRate` bodies, and the replies back.
 
-use prost_types::Timestamp;
+use chrono::Utc;
 
 use crate::{
     error::ServiceError,
@@ -9,7 +9,10 @@ use crate::{
     upstream as wire,
 };
 
-use super::{SEND_CHANNELS, Violations, channel_from_wire, timestamp_to_datetime};
+use super::{
+    SEND_CHANNELS, Violations, channel_from_wire,
+    limits::{CHECK_CODE_CHARS, CUSTOM_CODE_CHARS, MAX_COUNT},
+};
 
 /// The reply of send, sendRule and resend, before it is put in each RPC's response.
 pub struct Sent {
@@ -27,7 +30,7 @@ pub struct Sent {
 /// own. Fields are checked in message order, so violations come out in that order too.
 macro_rules! send_body {
     ($v:expr, $req:expr, template_id: $template_id:expr, code: $code:expr $(,)?) => {{
-        $v.text("app_id", &$req.app_id, 4..=32);
+        $v.app_id("app_id", &$req.app_id);
         let body = wire::SendRequest {
             app_id: $req.app_id.clone(),
             template_id: $template_id,
@@ -62,7 +65,7 @@ pub fn send_custom_code_request(
     let body = send_body!(v, req,
         template_id: v.optional_numeric_id("template_id", &req.template_id),
         code: {
-            v.text("code", &req.code, 1..=10);
+            v.text("code", &req.code, CUSTOM_CODE_CHARS);
             Some(req.code.clone())
         },
     );
@@ -74,7 +77,7 @@ pub fn resend_request(
     req: &pb::ResendVerificationRequest,
 ) -> Result<wire::ResendRequest, ServiceError> {
     let mut v = Violations::default();
-    v.required("verification_id", &req.verification_id);
+    v.verification_id("verification_id", &req.verification_id);
     let body = wire::ResendRequest {
         verification_id: req.verification_id.clone(),
         channel: v.channel("channel", req.channel, SEND_CHANNELS),
@@ -88,8 +91,8 @@ pub fn check_request(
     req: &pb::CheckVerificationRequest,
 ) -> Result<wire::CheckRequest, ServiceError> {
     let mut v = Violations::default();
-    v.required("verification_id", &req.verification_id);
-    v.text("code", &req.code, 4..=10);
+    v.verification_id("verification_id", &req.verification_id);
+    v.text("code", &req.code, CHECK_CODE_CHARS);
     v.finish(wire::CheckRequest {
         verification_id: req.verification_id.clone(),
         code: req.code.clone(),
@@ -101,11 +104,12 @@ pub fn conversion_request(
     req: &pb::ReportConversionRequest,
 ) -> Result<wire::ConversionReport, ServiceError> {
     let mut v = Violations::default();
-    v.required("app_id", &req.app_id);
-    v.required("verification_id", &req.verification_id);
+    v.app_id("app_id", &req.app_id);
+    v.verification_id("verification_id", &req.verification_id);
     let number = v.phone("phone_number", &req.phone_number, false);
-    let time =
-        required_time(&mut v, "time", req.time.as_ref()).map(|t| t.timestamp_millis().to_string());
+    let time = v
+        .time_in_window("time", req.time.as_ref(), Utc::now())
+        .map(|t| t.timestamp_millis().to_string());
     v.finish(wire::ConversionReport {
         app_id: req.app_id.clone(),
         verification_id: req.verification_id.clone(),
@@ -119,48 +123,53 @@ pub fn conversion_rate_request(
     req: &pb::ReportConversionRateRequest,
 ) -> Result<wire::ConversionRateReport, ServiceError> {
     let mut v = Violations::default();
-    v.text("app_id", &req.app_id, 4..=32);
-    let mcc = req.mcc.trim();
+    v.app_id("app_id", &req.app_id);
+    let mcc = &req.mcc;
     if mcc.is_empty() || mcc.len() > 3 || !mcc.bytes().all(|b| b.is_ascii_digit()) {
         v.add("mcc", "must be a mobile country code of 1–3 digits");
     }
+    counts(&mut v, req.conversion_count, req.base_count);
     if !is_percentage(&req.rate_percent) {
         v.add(
             "rate_percent",
             "must be a decimal from 0 to 100 with at most two decimals",
         );
     }
-    let callback_time = required_time(&mut v, "callback_time", req.callback_time.as_ref())
+    let callback_time = v
+        .time_in_window("callback_time", req.callback_time.as_ref(), Utc::now())
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, false));
     v.finish(wire::ConversionRateReport {
         app_id: req.app_id.clone(),
-        mcc: mcc.to_owned(),
+        mcc: mcc.clone(),
         backfill_number: req.conversion_count.map(|n| n.to_string()),
         backfill_cardinal_number: req.base_count.map(|n| n.to_string()),
-        backfill_now: req.rate_percent.trim().to_owned(),
+        backfill_now: req.rate_percent.clone(),
         callback_time: callback_time.unwrap_or_default(),
     })
 }
 
-fn required_time(
-    v: &mut Violations,
-    field: &str,
-    value: Option<&Timestamp>,
-) -> Option<chrono::DateTime<chrono::Utc>> {
-    let Some(value) = value else {
-        v.add(field, "is required");
-        return None;
-    };
-    let parsed = timestamp_to_datetime(value);
-    if parsed.is_none() {
-        v.add(field, "is not a valid timestamp");
+/// The counts behind a rate: each at most [`MAX_COUNT`], the base (the denominator) never 0, and
+/// never fewer sends than conversions. One violation per field.
+fn counts(v: &mut Violations, conversions: Option<u64>, base: Option<u64>) {
+    if conversions.is_some_and(|n| n > MAX_COUNT) {
+        v.count("conversion_count", conversions);
+    } else if let (Some(conversions), Some(base)) = (conversions, base)
+        && conversions > base
+    {
+        v.add("conversion_count", "must not exceed base_count");
     }
-    parsed
+    if base == Some(0) {
+        v.add(
+            "base_count",
+            "must be at least 1 (a rate over no sends is undefined)",
+        );
+    } else {
+        v.count("base_count", base);
+    }
 }
 
 /// A decimal 0–100 with at most two decimals, e.g. "0", "12.5", "100.00".
 fn is_percentage(value: &str) -> bool {
-    let value = value.trim();
     let (whole, fraction) = value.split_once('.').unwrap_or((value, ""));
     let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
     let well_formed = !whole.is_empty()
@@ -218,6 +227,7 @@ pub fn match_state_from_wire(matched: Option<i32>) -> MatchState {
 mod tests {
     use super::*;
     use crate::convert::tests::fields;
+    use prost_types::Timestamp;
 
     #[test]
     fn send_normalises_the_phone_number() {
@@ -270,7 +280,7 @@ mod tests {
     fn custom_code_and_check_lengths_differ() {
         let body = send_custom_code_request(&pb::SendCustomCodeRequest {
             app_id: "mRELxtHc".into(),
-            template_id: " 455 ".into(),
+            template_id: "455".into(),
             flow_id: "77".into(),
             code: "1".into(),
             phone_number: "+91 856 321 412".into(),
@@ -361,7 +371,7 @@ mod tests {
             mcc: mcc.into(),
             conversion_count: Some(100),
             base_count: Some(1000),
-            rate_percent: " 10.5 ".into(),
+            rate_percent: "10.5".into(),
             callback_time: Some(Timestamp {
                 seconds: 1_674_957_598,
                 nanos: 0,
@@ -371,13 +381,13 @@ mod tests {
 
     #[test]
     fn mcc_is_one_to_three_digits() {
-        for bad in ["", "   ", "4600", "46a", "-46", "4 6"] {
+        for bad in ["", "   ", "4600", "46a", "-46", "4 6", " 460 ", "460\n"] {
             let err = conversion_rate_request(&rate_request(bad)).expect_err(bad);
             assert_eq!(fields(err), ["mcc"], "{bad:?}");
         }
-        for ok in ["4", "46", "460", " 460 "] {
+        for ok in ["4", "46", "460"] {
             let body = conversion_rate_request(&rate_request(ok)).expect(ok);
-            assert_eq!(body.mcc, ok.trim());
+            assert_eq!(body.mcc, ok);
         }
         let body = conversion_rate_request(&rate_request("460")).expect("valid");
         assert_eq!(
@@ -422,7 +432,9 @@ mod tests {
         for ok in ["0", "10", "12.5", "99.99", "100", "100.00"] {
             assert!(is_percentage(ok), "{ok}");
         }
-        for bad in ["", "-1", "100.01", "12.345", "1e2", "abc", "12.", ".5"] {
+        for bad in [
+            "", "-1", "100.01", "12.345", "1e2", "abc", "12.", ".5", " 10", "10\n",
+        ] {
             assert!(!is_percentage(bad), "{bad}");
         }
     }
@@ -441,5 +453,112 @@ mod tests {
         .expect("valid");
         assert_eq!(body.time, "1681184764000");
         assert_eq!(body.number, None);
+    }
+
+    #[test]
+    fn counts_are_bounded_and_consistent() {
+        let with_counts = |conversions: Option<u64>, base: Option<u64>| {
+            conversion_rate_request(&pb::ReportConversionRateRequest {
+                conversion_count: conversions,
+                base_count: base,
+                ..rate_request("460")
+            })
+        };
+        for (conversions, base) in [
+            (None, None),
+            (Some(0), Some(1)),
+            (Some(5), Some(5)),
+            (Some(MAX_COUNT), Some(MAX_COUNT)),
+            (Some(3), None),
+            (None, Some(MAX_COUNT)),
+        ] {
+            with_counts(conversions, base).expect("valid counts");
+        }
+        for (conversions, base, bad) in [
+            (
+                Some(u64::MAX),
+                Some(0),
+                &["conversion_count", "base_count"][..],
+            ),
+            (Some(1), Some(0), &["conversion_count", "base_count"]),
+            (None, Some(0), &["base_count"]),
+            (Some(MAX_COUNT + 1), None, &["conversion_count"]),
+            (
+                Some(MAX_COUNT + 1),
+                Some(MAX_COUNT + 2),
+                &["conversion_count", "base_count"],
+            ),
+            (None, Some(MAX_COUNT + 1), &["base_count"]),
+            (Some(6), Some(5), &["conversion_count"]),
+            (Some(MAX_COUNT), Some(5), &["conversion_count"]),
+        ] {
+            let err = with_counts(conversions, base).expect_err("invalid counts");
+            assert_eq!(fields(err), bad, "{conversions:?} / {base:?}");
+        }
+    }
+
+    #[test]
+    fn report_times_must_be_plausible() {
+        let at = |seconds: i64| Some(Timestamp { seconds, nanos: 0 });
+        let in_a_week = (Utc::now() + chrono::TimeDelta::days(7)).timestamp();
+        for time in [at(0), at(253_402_300_799), at(in_a_week), None] {
+            let err = conversion_request(&pb::ReportConversionRequest {
+                app_id: "mRELxtHc".into(),
+                verification_id: "22206051443051000003".into(),
+                phone_number: String::new(),
+                time,
+            })
+            .expect_err("implausible time");
+            assert_eq!(fields(err), ["time"]);
+            let err = conversion_rate_request(&pb::ReportConversionRateRequest {
+                callback_time: time,
+                ..rate_request("460")
+            })
+            .expect_err("implausible time");
+            assert_eq!(fields(err), ["callback_time"]);
+        }
+    }
+
+    #[test]
+    fn ids_and_codes_are_checked_by_shape() {
+        let long_id = "9".repeat(60_000);
+        for (verification_id, code, bad) in [
+            (long_id.as_str(), "1234", &["verification_id"][..]),
+            ("2220605144\r\n3051000003", "1234", &["verification_id"]),
+            ("22206051443051000003", "12\u{0}34", &["code"]),
+            ("22206051443051000003", "\u{202E}1234", &["code"]),
+        ] {
+            let err = check_request(&pb::CheckVerificationRequest {
+                verification_id: verification_id.into(),
+                code: code.into(),
+            })
+            .expect_err("invalid");
+            assert_eq!(fields(err), bad);
+        }
+        let err = resend_request(&pb::ResendVerificationRequest {
+            verification_id: long_id.clone(),
+            ..Default::default()
+        })
+        .expect_err("too long");
+        assert_eq!(fields(err), ["verification_id"]);
+        let err = conversion_request(&pb::ReportConversionRequest {
+            app_id: "x".repeat(1 << 20),
+            verification_id: "x\u{7}".into(),
+            phone_number: String::new(),
+            time: Some(Timestamp {
+                seconds: 1_681_184_764,
+                nanos: 0,
+            }),
+        })
+        .expect_err("invalid");
+        assert_eq!(fields(err), ["app_id", "verification_id"]);
+        let err = send_custom_code_request(&pb::SendCustomCodeRequest {
+            app_id: "mREL\u{1b}tHc".into(),
+            code: "12\n34".into(),
+            phone_number: "91856321412".into(),
+            ..Default::default()
+        })
+        .expect_err("invalid");
+        assert_eq!(fields(err), ["app_id", "code"]);
     }
 }

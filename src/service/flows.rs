@@ -45,7 +45,7 @@ impl FlowService for FlowApi {
         request: Request<pb::UpdateFlowRequest>,
     ) -> Result<Response<pb::UpdateFlowResponse>, Status> {
         let body = convert::update_request(request.get_ref())?;
-        let flow_id = request.get_ref().flow_id.trim();
+        let flow_id = &request.get_ref().flow_id;
         let flow = self
             .accounts
             .client_for(&request)?
@@ -61,7 +61,7 @@ impl FlowService for FlowApi {
         request: Request<pb::GetFlowRequest>,
     ) -> Result<Response<pb::GetFlowResponse>, Status> {
         convert::get_request(request.get_ref())?;
-        let flow_id = request.get_ref().flow_id.trim();
+        let flow_id = &request.get_ref().flow_id;
         let flow = self
             .accounts
             .client_for(&request)?

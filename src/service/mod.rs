@@ -25,20 +25,23 @@ pub fn deadline<T>(request: &Request<T>) -> Option<Duration> {
     Some(remaining.saturating_sub(MAX_DEADLINE_MARGIN.min(remaining / 10)))
 }
 
-/// Parses the gRPC wire format: up to 8 digits and a unit (H, M, S, m, u, n).
-fn parse_grpc_timeout(value: &str) -> Option<Duration> {
-    if value.len() < 2 || value.len() > 9 {
+/// Parses the gRPC wire format: 1–8 ASCII digits and a unit (H, M, S, m, u, n). Works on
+/// bytes, so a multi-byte last character is refused rather than split.
+pub(crate) fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    let (&unit, digits) = value.as_bytes().split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    let (digits, unit) = value.split_at(value.len() - 1);
-    let amount: u64 = digits.parse().ok()?;
+    let amount = digits
+        .iter()
+        .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
     Some(match unit {
-        "H" => Duration::from_secs(amount.checked_mul(3600)?),
-        "M" => Duration::from_secs(amount.checked_mul(60)?),
-        "S" => Duration::from_secs(amount),
-        "m" => Duration::from_millis(amount),
-        "u" => Duration::from_micros(amount),
-        "n" => Duration::from_nanos(amount),
+        b'H' => Duration::from_secs(amount * 3600),
+        b'M' => Duration::from_secs(amount * 60),
+        b'S' => Duration::from_secs(amount),
+        b'm' => Duration::from_millis(amount),
+        b'u' => Duration::from_micros(amount),
+        b'n' => Duration::from_nanos(amount),
         _ => return None,
     })
 }
@@ -52,8 +55,33 @@ mod tests {
         assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
         assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
         assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_grpc_timeout("10x"), None);
-        assert_eq!(parse_grpc_timeout("123456789S"), None);
+        assert_eq!(
+            parse_grpc_timeout("99999999H"),
+            Some(Duration::from_secs(99_999_999 * 3600))
+        );
+        assert_eq!(parse_grpc_timeout("0n"), Some(Duration::ZERO));
+        assert_eq!(parse_grpc_timeout("3M"), Some(Duration::from_secs(180)));
+        assert_eq!(parse_grpc_timeout("7u"), Some(Duration::from_micros(7)));
+        assert_eq!(parse_grpc_timeout("7n"), Some(Duration::from_nanos(7)));
+        for bad in [
+            "10x",
+            "123456789S",
+            "",
+            "S",
+            "5",
+            "+5S",
+            "-5S",
+            " 5S",
+            "5 S",
+            "٥S",
+        ] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
+        }
+        // A multi-byte last character used to be split in the middle by `str::split_at` (a
+        // panic; header values are ASCII, but the parser is a fuzz entry point of its own).
+        for multi_byte in ["1é", "12€", "1😀"] {
+            assert_eq!(parse_grpc_timeout(multi_byte), None, "{multi_byte:?}");
+        }
     }
 
     #[test]

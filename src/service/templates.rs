@@ -45,7 +45,7 @@ impl TemplateService for TemplateApi {
         request: Request<pb::UpdateTemplateRequest>,
     ) -> Result<Response<pb::UpdateTemplateResponse>, Status> {
         let body = convert::update_request(request.get_ref())?;
-        let template_id = request.get_ref().template_id.trim();
+        let template_id = &request.get_ref().template_id;
         let template = self
             .accounts
             .client_for(&request)?
@@ -61,7 +61,7 @@ impl TemplateService for TemplateApi {
         request: Request<pb::GetTemplateRequest>,
     ) -> Result<Response<pb::GetTemplateResponse>, Status> {
         convert::get_request(request.get_ref())?;
-        let template_id = request.get_ref().template_id.trim();
+        let template_id = &request.get_ref().template_id;
         let template = self
             .accounts
             .client_for(&request)?

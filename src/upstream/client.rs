@@ -42,6 +42,9 @@ const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
 const USER_AGENT: &str = concat!("itnio-otp-grpc/", env!("CARGO_PKG_VERSION"));
 /// Longest `reason` text kept from a rejection; longer texts are cut.
 const MAX_REASON_CHARS: usize = 200;
+/// Longest path id put in a URL. Validated ids are far shorter (`convert::limits`); this only
+/// keeps a URL from growing past what servers accept (~8 kB request lines) if one slipped by.
+const MAX_PATH_ID_BYTES: usize = 256;
 
 /// Where and how to reach ITNIO. `Debug` shows neither the key nor the secret nor any userinfo
 /// in the base URL.
@@ -382,13 +385,14 @@ impl UpstreamClient {
         let Some(id) = id else {
             return Ok(url);
         };
-        // `url` silently drops "." and ".." segments, which would change the route.
-        if id.is_empty() || id == "." || id == ".." {
-            return Err(UpstreamError::Rejected {
-                endpoint,
-                status: UpstreamStatus::ParameterError.code(),
-                reason: "path id is empty or a dot segment (not sent)".into(),
-            });
+        // The `url` crate silently drops "." and ".." segments (which would change the route)
+        // and strips tab, CR and LF from a pushed segment (which would query a different id).
+        // `convert` refuses such ids first; this is the backstop, so no id is ever altered.
+        if id.is_empty() || id == "." || id == ".." || id.len() > MAX_PATH_ID_BYTES {
+            return Err(bad_path_id(endpoint, "empty, a dot segment or too long"));
+        }
+        if id.chars().any(char::is_control) {
+            return Err(bad_path_id(endpoint, "has control characters"));
         }
         // `new` checked that the base URL can carry a path (`route_url`).
         let Ok(mut segments) = url.path_segments_mut() else {
@@ -401,6 +405,15 @@ impl UpstreamClient {
         segments.push(id);
         drop(segments);
         Ok(url)
+    }
+}
+
+/// A path id refused before anything is sent.
+fn bad_path_id(endpoint: Endpoint, why: &str) -> UpstreamError {
+    UpstreamError::Rejected {
+        endpoint,
+        status: UpstreamStatus::ParameterError.code(),
+        reason: format!("path id is {why} (not sent)"),
     }
 }
 
@@ -457,7 +470,10 @@ async fn read_capped(
 /// Decodes a 2xx reply: `status` must be 0, then `data` (absent or `null` read as `null`) is
 /// `T`. One pass in the common case; a reply whose `data` does not fit `T` is read again for
 /// its status only, because a rejection may carry any `data`.
-fn decode<T: DeserializeOwned>(endpoint: Endpoint, bytes: &[u8]) -> Result<T, UpstreamError> {
+pub(crate) fn decode<T: DeserializeOwned>(
+    endpoint: Endpoint,
+    bytes: &[u8],
+) -> Result<T, UpstreamError> {
     let typed = match serde_json::from_slice::<Envelope<'_, T>>(bytes) {
         Ok(envelope) => {
             let data = check_status(endpoint, &envelope).map(|()| envelope.data)?;
@@ -667,11 +683,32 @@ mod tests {
                 .as_str(),
             "https://api.itniotech.com/otp/verification/record/a%2Fb%3Fc%23d%25e%20f"
         );
-        for bad in ["", ".", ".."] {
-            assert!(matches!(
-                c.url(Endpoint::AppDetails, Some(bad)),
-                Err(UpstreamError::Rejected { status: -22, .. })
-            ));
+        let longest = "9".repeat(MAX_PATH_ID_BYTES);
+        assert!(
+            c.url(Endpoint::VerificationRecord, Some(&longest))
+                .expect("url")
+                .as_str()
+                .ends_with(&format!("/record/{longest}"))
+        );
+        let too_long = "9".repeat(MAX_PATH_ID_BYTES + 1);
+        // The url crate would strip tab, CR and LF: a different id would be queried.
+        for bad in [
+            "",
+            ".",
+            "..",
+            &too_long,
+            "mREL\r\nxtHc",
+            "mREL\txtHc",
+            "a\0b",
+            "a\u{85}b",
+        ] {
+            assert!(
+                matches!(
+                    c.url(Endpoint::AppDetails, Some(bad)),
+                    Err(UpstreamError::Rejected { status: -22, .. })
+                ),
+                "{bad:?}"
+            );
         }
     }
 
@@ -831,5 +868,67 @@ mod tests {
             "POST /app/add: rejected with status -20: Data existing"
         );
         assert!(scrub_reason(&"x".repeat(1000)).len() <= MAX_REASON_CHARS);
+    }
+
+    mod ids_reach_the_url_unchanged {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::convert::{apps, flows, records, templates};
+        use crate::proto::v1 as pb;
+
+        /// The URL of `endpoint` for `id` ends in exactly `/{id}`.
+        fn assert_sent_as_is(endpoint: Endpoint, id: &str) -> Result<(), TestCaseError> {
+            let url = client("https://api.itniotech.com/otp")
+                .url(endpoint, Some(id))
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert!(url.as_str().ends_with(&format!("/{id}")), "{}", url);
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn any_valid_id_is_accepted_and_sent_byte_for_byte(
+                app_id in "[A-Za-z0-9_-]{4,32}",
+                verification_id in "[A-Za-z0-9_-]{1,64}",
+                numeric in 1i64..=i64::MAX,
+            ) {
+                apps::get_request(&pb::GetAppRequest { app_id: app_id.clone() })
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                assert_sent_as_is(Endpoint::AppDetails, &app_id)?;
+                assert_sent_as_is(Endpoint::AppUpdate, &app_id)?;
+                records::get_request(&pb::GetRecordRequest {
+                    verification_id: verification_id.clone(),
+                })
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                assert_sent_as_is(Endpoint::VerificationRecord, &verification_id)?;
+                let numeric = numeric.to_string();
+                templates::get_request(&pb::GetTemplateRequest { template_id: numeric.clone() })
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                flows::get_request(&pb::GetFlowRequest { flow_id: numeric.clone() })
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                assert_sent_as_is(Endpoint::TemplateDetails, &numeric)?;
+                assert_sent_as_is(Endpoint::FlowUpdate, &numeric)?;
+            }
+
+            #[test]
+            fn an_id_with_any_other_character_is_refused_before_the_url(
+                prefix in "[A-Za-z0-9]{2,8}",
+                bad in any::<char>().prop_filter("outside the id alphabet", |c| {
+                    !c.is_ascii_alphanumeric() && *c != '-' && *c != '_'
+                }),
+                suffix in "[A-Za-z0-9]{2,8}",
+            ) {
+                let id = format!("{prefix}{bad}{suffix}");
+                let app = pb::GetAppRequest { app_id: id.clone() };
+                let record = pb::GetRecordRequest { verification_id: id.clone() };
+                let template = pb::GetTemplateRequest { template_id: id };
+                prop_assert!(apps::get_request(&app).is_err());
+                prop_assert!(records::get_request(&record).is_err());
+                prop_assert!(templates::get_request(&template).is_err());
+            }
+        }
     }
 }

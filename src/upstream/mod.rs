@@ -17,6 +17,8 @@ pub mod endpoint;
 pub mod error;
 pub mod flows;
 pub mod lenient;
+#[cfg(test)]
+mod proptests;
 pub mod records;
 pub mod sign;
 pub mod status;
