@@ -39,6 +39,12 @@ fi
 # No sanitizer: the crate forbids `unsafe`, so AddressSanitizer would only slow the run down and
 # instrument the C dependencies for nothing; panics and broken invariants are what we look for.
 build_flags=(--sanitizer none)
+# A short smoke run (the test command's 5 s) builds without optimisation: the build is most of
+# its cost, and a few seconds of slower fuzzing still replays the seeds and explores around them.
+# Longer runs build optimised, where executions per second matter.
+if ((seconds <= 60)); then
+    build_flags+=(--dev)
+fi
 cargo +nightly fuzz build "${build_flags[@]}"
 
 for target in "${targets[@]}"; do
