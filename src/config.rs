@@ -18,6 +18,8 @@ use tokio_rustls::rustls::ServerConfig;
 
 use crate::{
     auth::{CallersFile, CallersFileError},
+    guard::{Policy, PolicyError},
+    phone::{Country, NON_GEOGRAPHIC, PhoneRules, TEST_COUNTRY},
     reload::Loaded,
     store::StoreConfig,
     tls::{TlsError, TlsFiles},
@@ -138,6 +140,27 @@ struct ServeArgs {
     redis_url: Option<String>,
     #[command(flatten)]
     security: SecurityArgs,
+    #[command(flatten)]
+    guard: GuardArgs,
+}
+
+/// The send guard and how phone numbers are read.
+#[derive(Debug, Args)]
+struct GuardArgs {
+    /// TOML policy of the send guard (countries, number types, velocity limits, pending sends,
+    /// check attempts; per app and per caller). Unset: the documented defaults.
+    #[arg(long, env = "GUARD_POLICY_FILE")]
+    guard_policy_file: Option<PathBuf>,
+    /// Only log and count what the send guard would refuse.
+    #[arg(long, env = "GUARD_DRY_RUN")]
+    guard_dry_run: bool,
+    /// ISO 3166 region in which phone numbers without "+" are read (e.g. US). Unset: E.164 only.
+    #[arg(long, env = "PHONE_DEFAULT_REGION")]
+    phone_default_region: Option<String>,
+    /// Accept the sandbox's 999… test numbers outside sandbox mode (when ITNIO_BASE_URL points
+    /// at a standalone sandbox). Always on in sandbox mode.
+    #[arg(long, env = "ALLOW_TEST_NUMBERS")]
+    allow_test_numbers: bool,
 }
 
 /// Who may call and over what: callers file, TLS, the plaintext health port.
@@ -240,6 +263,10 @@ pub struct ServeConfig {
     pub security: SecurityConfig,
     /// Where state shared by replicas lives.
     pub store: StoreConfig,
+    /// The send guard's policy.
+    pub guard: Policy,
+    /// How phone numbers are read.
+    pub phones: PhoneRules,
 }
 
 /// Who may call and over what, loaded and checked before anything listens.
@@ -388,6 +415,12 @@ pub enum ConfigError {
     /// A client CA without a server certificate.
     #[error("TLS_CLIENT_CA_FILE needs TLS_CERT_FILE and TLS_KEY_FILE")]
     ClientCaWithoutTls,
+    /// The send guard's policy file is unusable.
+    #[error(transparent)]
+    GuardPolicy(#[from] PolicyError),
+    /// `PHONE_DEFAULT_REGION` is not a region.
+    #[error("PHONE_DEFAULT_REGION: {0}")]
+    DefaultRegion(String),
     /// Real credentials but nobody checks who calls.
     #[error(
         "real ITNIO credentials are configured but CALLERS_FILE is not: anyone who reaches the port could send OTPs on the account; set CALLERS_FILE, or pass --allow-unauthenticated"
@@ -483,6 +516,7 @@ impl ServeArgs {
             }
         };
         let security = self.security.into_config(&upstream)?;
+        let (guard, phones) = self.guard.into_config(&upstream)?;
         Ok(ServeConfig {
             listen: self.listen,
             metrics_listen: self.metrics_listen,
@@ -493,7 +527,35 @@ impl ServeArgs {
             watch,
             store,
             security,
+            guard,
+            phones,
         })
+    }
+}
+
+impl GuardArgs {
+    fn into_config(self, upstream: &UpstreamTarget) -> Result<(Policy, PhoneRules), ConfigError> {
+        let policy = match &self.guard_policy_file {
+            Some(path) => Policy::load(path)?,
+            None => Policy::default(),
+        };
+        let default_region = match self.phone_default_region.as_deref() {
+            None | Some("") => None,
+            Some(region) => match region.parse::<Country>() {
+                Ok(country) if ![NON_GEOGRAPHIC, TEST_COUNTRY].contains(&country) => Some(country),
+                Ok(_) => {
+                    return Err(ConfigError::DefaultRegion(format!(
+                        "{region:?} is not a region"
+                    )));
+                }
+                Err(message) => return Err(ConfigError::DefaultRegion(message)),
+            },
+        };
+        let phones = PhoneRules {
+            default_region,
+            test_numbers: self.allow_test_numbers || upstream.mode() == Mode::Sandbox,
+        };
+        Ok((policy.with_dry_run(self.guard_dry_run), phones))
     }
 }
 

@@ -29,6 +29,7 @@ use crate::{
     accounts::Accounts,
     auth::{self, AuthLayer},
     config::{Mode, ServeConfig, UpstreamTarget},
+    guard::Guard,
     idempotency::Sends,
     proto::{
         self,
@@ -194,6 +195,8 @@ pub async fn serve(
         .add_service(VerificationServiceServer::new(VerificationApi::new(
             accounts.clone(),
             sends,
+            Guard::new(config.guard.clone(), store.clone()),
+            config.phones,
         )))
         .add_service(RecordServiceServer::new(RecordApi::new(
             accounts,

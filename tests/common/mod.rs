@@ -6,6 +6,8 @@ use std::{net::SocketAddr, time::Duration};
 
 use itnio_otp_grpc::{
     config::{Secret, ServeConfig, UpstreamTarget},
+    guard::Policy,
+    phone::PhoneRules,
     proto::v1::{
         self as pb, app_service_client::AppServiceClient, flow_service_client::FlowServiceClient,
         record_service_client::RecordServiceClient, template_service_client::TemplateServiceClient,
@@ -100,6 +102,17 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
+/// Like [`spawn_app`], with the send guard in dry-run (it logs and counts, refuses nothing): for
+/// tests that send to one number many times on purpose to exercise the upstream (its error
+/// mapping, its own limits), not the guard.
+pub async fn spawn_app_unguarded() -> TestApp {
+    spawn_app_custom(
+        |_| {},
+        |config| config.guard = Policy::default().with_dry_run(true),
+    )
+    .await
+}
+
 /// Like [`spawn_app`], with a chance to adjust the sandbox configuration.
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut SandboxConfig)) -> TestApp {
     spawn_app_custom(adjust, |_| {}).await
@@ -160,6 +173,12 @@ pub fn upstream_config(base_url: &str) -> ServeConfig {
         },
         security: Default::default(),
         store: Default::default(),
+        guard: Default::default(),
+        // The servers of these tests call a sandbox as if it were ITNIO: its test numbers apply.
+        phones: PhoneRules {
+            default_region: None,
+            test_numbers: true,
+        },
     }
 }
 
