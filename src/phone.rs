@@ -213,7 +213,7 @@ impl PhoneRules {
             return Err(PhoneError::Characters);
         }
         let digits: String = input.chars().filter(char::is_ascii_digit).collect();
-        if digits.starts_with(TEST_PREFIX) && (body.is_some() || self.default_region.is_none()) {
+        if body.is_some() && digits.starts_with(TEST_PREFIX) {
             return self.test_number(digits);
         }
         let region = match (body, self.default_region) {
@@ -380,7 +380,7 @@ mod tests {
             ("+44 7400 1234567890", PhoneError::TooLong),
             ("+1 555 123 4567", PhoneError::Unassigned),
             ("+999 00 1234 5678", PhoneError::TestNumber),
-            ("9990012345678", PhoneError::TestNumber),
+            ("999 00 1234 5678", PhoneError::NotInternational),
         ];
         for (input, want) in cases {
             assert_eq!(E164.parse(input).map(|d| d.digits), Err(want), "{input}");
@@ -417,7 +417,7 @@ mod tests {
         assert_eq!(
             parsed(gb, "+999 00 1234 5678").1,
             "XT",
-            "test numbers need their + when national numbers are read"
+            "test numbers keep working with a default region"
         );
     }
 
@@ -431,7 +431,11 @@ mod tests {
             parsed(sandbox, "+999 00 1234 5678"),
             ("9990012345678".into(), "XT", NumberType::Mobile)
         );
-        assert_eq!(parsed(sandbox, "9990012345678").0, "9990012345678");
+        assert_eq!(
+            sandbox.parse("999 00 1234 5678"),
+            Err(PhoneError::NotInternational),
+            "test numbers are E.164 too"
+        );
         assert_eq!(parsed(sandbox, "+999 0012345").0, "9990012345");
         assert_eq!(sandbox.parse("+999 001234"), Err(PhoneError::TooShort));
         assert_eq!(

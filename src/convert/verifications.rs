@@ -531,7 +531,7 @@ mod tests {
         };
         let local = description(send("(555) 123-4567", &E164).expect_err("no country code"));
         assert!(local.contains("E.164"), "{local}");
-        let test = description(send("999 00 1234 5678", &E164).expect_err("live"));
+        let test = description(send("+999 00 1234 5678", &E164).expect_err("live"));
         assert!(test.contains("sandbox"), "{test}");
         let unassigned = description(send("+1 555 123 4567", &E164).expect_err("unassigned"));
         assert!(unassigned.contains("assigned"), "{unassigned}");

@@ -31,6 +31,8 @@ pub const TEST_CODE: &str = "1234";
 pub struct TestApp {
     pub addr: SocketAddr,
     pub sandbox: Sandbox,
+    /// Where the sandbox answers, for more servers on the same sandbox.
+    pub sandbox_url: String,
     pub channel: Channel,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
@@ -146,6 +148,7 @@ pub async fn spawn_app_custom(
     TestApp {
         addr,
         sandbox,
+        sandbox_url: base_url,
         channel: connect(addr).await,
         stop: Some(stop_tx),
         server: Some(server),
