@@ -112,8 +112,26 @@ struct Tally {
     refused: usize,
 }
 
-/// The scenario: numbers of each kind, in the order they are sent.
-fn scenario() -> (Vec<(Kind, String)>, Vec<String>) {
+/// One sender: a number, sent to `times` times in a row.
+#[derive(Clone)]
+struct Attempt {
+    kind: Kind,
+    number: String,
+    times: usize,
+}
+
+impl Attempt {
+    fn once(kind: Kind, number: String) -> Self {
+        Self {
+            kind,
+            number,
+            times: 1,
+        }
+    }
+}
+
+/// The scenario: every sender, in the order they start.
+fn scenario() -> Vec<Attempt> {
     let rules = PhoneRules::default();
     let mut rng = Rng(0x5eed_1234_abcd_ef01);
     let mut seen = HashSet::new();
@@ -135,7 +153,16 @@ fn scenario() -> (Vec<(Kind, String)>, Vec<String>) {
         }
     }
     assert_eq!(legit.len(), LEGIT_USERS, "the mobile ranges are mobile");
-    let mut sends: Vec<(Kind, String)> = legit.iter().map(|n| (Kind::Legit, n.clone())).collect();
+    // Every LEGIT_REPEAT_EVERY-th user asks again right after the first code was sent.
+    let mut sends: Vec<Attempt> = legit
+        .into_iter()
+        .enumerate()
+        .map(|(i, number)| Attempt {
+            kind: Kind::Legit,
+            number,
+            times: if i % LEGIT_REPEAT_EVERY == 0 { 2 } else { 1 },
+        })
+        .collect();
     let mut premium = 0;
     for _ in 0..PREMIUM_SENDS * 10 {
         if premium == PREMIUM_SENDS {
@@ -148,7 +175,7 @@ fn scenario() -> (Vec<(Kind, String)>, Vec<String>) {
             .parse(&number)
             .is_ok_and(|d| d.number_type == NumberType::PremiumRate)
         {
-            sends.push((Kind::Premium, number));
+            sends.push(Attempt::once(Kind::Premium, number));
             premium += 1;
         }
     }
@@ -157,44 +184,51 @@ fn scenario() -> (Vec<(Kind, String)>, Vec<String>) {
         "the premium ranges are premium rate"
     );
     for _ in 0..BURST_SENDS {
-        sends.push((Kind::Burst, rng.digits(BURST_RANGE.0, BURST_RANGE.1)));
+        sends.push(Attempt::once(
+            Kind::Burst,
+            rng.digits(BURST_RANGE.0, BURST_RANGE.1),
+        ));
     }
     for i in (1..sends.len()).rev() {
         let j = rng.below(i + 1);
         sends.swap(i, j);
     }
-    let repeats = legit.into_iter().step_by(LEGIT_REPEAT_EVERY).collect();
-    (sends, repeats)
+    sends
 }
 
-/// Sends every number concurrently; returns each send's kind and outcome.
+/// Runs every sender concurrently; returns each send's kind and outcome (`Ok(pending)`).
 async fn run(
     channel: &Channel,
     ids: &(String, String),
-    sends: &[(Kind, String)],
+    senders: Vec<Attempt>,
 ) -> Vec<(Kind, Result<bool, tonic::Code>)> {
-    stream::iter(sends.iter().cloned())
-        .map(|(kind, number)| {
+    let outcomes: Vec<Vec<_>> = stream::iter(senders)
+        .map(|sender| {
             let mut client =
                 pb::verification_service_client::VerificationServiceClient::new(channel.clone());
             let request = pb::SendVerificationRequest {
                 app_id: ids.0.clone(),
                 template_id: ids.1.clone(),
-                phone_number: number,
+                phone_number: sender.number,
                 ..Default::default()
             };
             async move {
-                let outcome = client
-                    .send_verification(request)
-                    .await
-                    .map(|r| r.into_inner().pending)
-                    .map_err(|status| status.code());
-                (kind, outcome)
+                let mut outcomes = Vec::new();
+                for _ in 0..sender.times {
+                    let outcome = client
+                        .send_verification(request.clone())
+                        .await
+                        .map(|r| r.into_inner().pending)
+                        .map_err(|status| status.code());
+                    outcomes.push((sender.kind, outcome));
+                }
+                outcomes
             }
         })
         .buffer_unordered(CONCURRENCY)
         .collect()
-        .await
+        .await;
+    outcomes.into_iter().flatten().collect()
 }
 
 fn tally(outcomes: &[(Kind, Result<bool, tonic::Code>)], kind: Kind) -> Tally {
@@ -219,10 +253,7 @@ async fn simulate(policy: Policy) -> [Tally; 3] {
     )
     .await;
     let ids = app.app_and_template("pumping").await;
-    let (sends, repeats) = scenario();
-    let mut outcomes = run(&app.channel, &ids, &sends).await;
-    let repeats: Vec<_> = repeats.into_iter().map(|n| (Kind::Legit, n)).collect();
-    outcomes.extend(run(&app.channel, &ids, &repeats).await);
+    let outcomes = run(&app.channel, &ids, scenario()).await;
     let tallies = [Kind::Legit, Kind::Premium, Kind::Burst].map(|kind| tally(&outcomes, kind));
     let upstream: usize = tallies.iter().map(|t| t.upstream).sum();
     assert_eq!(
@@ -249,7 +280,7 @@ fn table(after: &[Tally; 3]) -> String {
         "Scenario: {PREMIUM_SENDS} sends across premium-rate ranges of five countries \
          (+44 909, +43 900, +33 89, +61 190, +39 899), a burst of {BURST_SENDS} sends to random \
          numbers of one UK mobile prefix (+44 7911 1…), and {LEGIT_USERS} legitimate users on \
-         mobiles in {} countries, every {LEGIT_REPEAT_EVERY}th asking twice, all shuffled \
+         mobiles in {} countries, every {LEGIT_REPEAT_EVERY}th asking twice in a row, all shuffled \
          together. Every number is valid, so without the guard every send reaches ITNIO.\n\n",
         MOBILE_RANGES.len()
     ));

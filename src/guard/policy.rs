@@ -13,7 +13,7 @@
 //! per_prefix = { sends = 20, window = "1h", digits = 7 }
 //! per_country = { sends = 1000, window = "1h" }     # sends = 0 turns a limit off
 //! one_pending = true                                # a second send returns the pending one
-//! pending_ttl = "10m"
+//! pending_ttl = "1m"
 //! max_check_attempts = 5                            # 0: no cap
 //!
 //! [apps."Xy12AbCd"]                                 # one ITNIO app
@@ -92,7 +92,7 @@ impl Default for Rules {
             prefix_digits: 7,
             per_country: limit(1000, HOUR),
             one_pending: true,
-            pending_ttl: Duration::from_secs(10 * 60),
+            pending_ttl: Duration::from_secs(60),
             max_check_attempts: NonZeroU32::new(5),
         }
     }
@@ -320,7 +320,7 @@ mod tests {
         assert_eq!(rules.prefix_digits, 7);
         assert_eq!(rules.per_country, limit(1000, HOUR));
         assert!(rules.one_pending);
-        assert_eq!(rules.pending_ttl, Duration::from_secs(600));
+        assert_eq!(rules.pending_ttl, Duration::from_secs(60));
         assert_eq!(rules.max_check_attempts.map(NonZeroU32::get), Some(5));
         assert!(!Policy::default().dry_run);
         assert_eq!(Policy::parse("").unwrap(), Policy::default());
