@@ -932,6 +932,65 @@ mod tests {
     }
 
     #[test]
+    fn guard_and_phone_settings_are_read_and_checked() {
+        let live = [
+            "--api-key",
+            "k",
+            "--api-secret",
+            "s",
+            "--allow-unauthenticated",
+        ];
+        let config = serve(&live);
+        assert_eq!(config.guard, Policy::default());
+        assert_eq!(
+            config.phones,
+            PhoneRules::default(),
+            "live: E.164, no test numbers"
+        );
+        assert!(
+            serve(&[]).phones.test_numbers,
+            "sandbox mode takes test numbers"
+        );
+        let config = serve(&[&live[..], &["--allow-test-numbers", "--guard-dry-run"]].concat());
+        assert!(config.phones.test_numbers);
+        assert!(config.guard.dry_run);
+        let config = serve(&["--phone-default-region", "us"]);
+        assert_eq!(config.phones.default_region, "US".parse().ok());
+        assert_eq!(
+            serve(&["--phone-default-region", ""]).phones.default_region,
+            None
+        );
+        for bad in ["USA", "ZZ", "XT"] {
+            assert!(
+                matches!(
+                    parse(&["--phone-default-region", bad]),
+                    Err(ConfigError::DefaultRegion(_))
+                ),
+                "{bad}"
+            );
+        }
+        let dir = std::env::temp_dir().join(format!("guard-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("guard.toml");
+        std::fs::write(
+            &file,
+            "dry_run = true\n[defaults]\nmax_check_attempts = 3\n",
+        )
+        .expect("write");
+        let path = file.to_str().expect("utf-8");
+        let config = serve(&["--guard-policy-file", path]);
+        assert!(config.guard.dry_run);
+        let rules = config.guard.rules("app", "caller");
+        assert_eq!(rules.max_check_attempts.map(|n| n.get()), Some(3));
+        std::fs::write(&file, "[defaults]\nmax_check_attempts = \"three\"\n").expect("write");
+        match parse(&["--guard-policy-file", path]) {
+            Err(ConfigError::GuardPolicy(e)) => assert!(e.to_string().contains("guard.toml")),
+            other => panic!("expected a policy error, got {other:?}"),
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
     fn redis_url_selects_the_shared_store_and_is_checked() {
         assert_eq!(serve(&[]).store, StoreConfig::Memory);
         let config = serve(&["--redis-url", "redis://127.0.0.1:6379/0"]);

@@ -441,3 +441,331 @@ fn pending_key(app_id: &str, number: &str) -> Key {
 fn verification_key(verification_id: &str) -> Key {
     Key::new("guard", &["verification", verification_id])
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::{
+        phone::PhoneRules,
+        store::{MemoryStore, testing::Down},
+    };
+
+    fn guard(policy: &str) -> Guard {
+        Guard::new(
+            Policy::parse(policy).unwrap(),
+            Arc::new(MemoryStore::default()),
+        )
+    }
+
+    fn target(app_id: &str, number: &str) -> SendTarget {
+        SendTarget {
+            app_id: app_id.into(),
+            caller: Caller::anonymous(),
+            destination: PhoneRules::default().parse(number).unwrap(),
+            custom_code: None,
+            replace_pending: false,
+        }
+    }
+
+    fn send(verification_id: &str) -> PendingSend {
+        PendingSend {
+            verification_id: verification_id.into(),
+            phone_number: "447400123456".into(),
+            channel: 1,
+            sna_url: String::new(),
+            order_id: format!("order-{verification_id}"),
+        }
+    }
+
+    /// Admits a send of `target` and records it as `verification_id`; panics if refused.
+    async fn sent(guard: &Guard, target: SendTarget, verification_id: &str) {
+        match guard.admit_send(target).await.unwrap() {
+            Admission::Send(permit) => guard.sent(permit, send(verification_id)).await,
+            Admission::Pending(p) => panic!("expected a send, got pending {}", p.verification_id),
+        }
+    }
+
+    async fn pending_of(guard: &Guard, target: SendTarget) -> Option<String> {
+        match guard.admit_send(target).await.unwrap() {
+            Admission::Send(_) => None,
+            Admission::Pending(p) => Some(p.verification_id),
+        }
+    }
+
+    fn refusal(result: Result<impl std::fmt::Debug, ServiceError>) -> GuardRefusal {
+        match result {
+            Err(ServiceError::Guard(refusal)) => refusal,
+            other => panic!("expected a guard refusal, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pending_send_is_returned_until_its_ttl_or_a_replacement() {
+        let guard = guard("[defaults]\npending_ttl = \"30s\"\n");
+        sent(&guard, target("app1", "+44 7400 123456"), "v1").await;
+        assert_eq!(
+            pending_of(&guard, target("app1", "+44 7400 123456")).await,
+            Some("v1".into())
+        );
+        assert_eq!(
+            pending_of(&guard, target("app2", "+44 7400 123456")).await,
+            None
+        );
+        assert_eq!(
+            pending_of(&guard, target("app1", "+44 7400 123457")).await,
+            None
+        );
+        let replace = SendTarget {
+            replace_pending: true,
+            ..target("app1", "+44 7400 123456")
+        };
+        sent(&guard, replace, "v2").await;
+        tokio::time::advance(Duration::from_secs(29)).await;
+        assert_eq!(
+            pending_of(&guard, target("app1", "+44 7400 123456")).await,
+            Some("v2".into())
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(
+            pending_of(&guard, target("app1", "+44 7400 123456")).await,
+            None
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_one_pending_every_send_is_sent() {
+        let guard = guard("[defaults]\none_pending = false\n");
+        sent(&guard, target("app1", "+44 7400 123456"), "v1").await;
+        sent(&guard, target("app1", "+44 7400 123456"), "v2").await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn checks_clear_the_pending_send_when_settled_or_exhausted() {
+        let guard = guard(
+            "[defaults]\nmax_check_attempts = 2\nper_number = { sends = 0, window = \"1h\" }\n",
+        );
+        let caller = Caller::anonymous();
+        sent(&guard, target("app1", "+44 7400 123456"), "v1").await;
+        let ticket = guard.admit_check("v1", &caller).await.unwrap();
+        guard.checked(ticket, false).await;
+        assert_eq!(
+            pending_of(&guard, target("app1", "+44 7400 123456")).await,
+            Some("v1".into()),
+            "a wrong code keeps it pending"
+        );
+        let ticket = guard.admit_check("v1", &caller).await.unwrap();
+        guard.checked(ticket, false).await;
+        assert_eq!(
+            pending_of(&guard, target("app1", "+44 7400 123456")).await,
+            None,
+            "the last attempt ends it"
+        );
+        assert_eq!(
+            refusal(guard.admit_check("v1", &caller).await),
+            GuardRefusal::TooManyCheckAttempts { max: 2 }
+        );
+
+        sent(&guard, target("app1", "+44 7400 123456"), "v2").await;
+        let ticket = guard.admit_check("v2", &caller).await.unwrap();
+        guard.checked(ticket, true).await;
+        assert_eq!(
+            pending_of(&guard, target("app1", "+44 7400 123456")).await,
+            None
+        );
+
+        // A check of an older verification leaves the newer pending one alone.
+        sent(&guard, target("app1", "+44 7400 123456"), "v3").await;
+        let replace = SendTarget {
+            replace_pending: true,
+            ..target("app1", "+44 7400 123456")
+        };
+        sent(&guard, replace, "v4").await;
+        let ticket = guard.admit_check("v3", &caller).await.unwrap();
+        guard.checked(ticket, true).await;
+        assert_eq!(
+            pending_of(&guard, target("app1", "+44 7400 123456")).await,
+            Some("v4".into())
+        );
+        // Unknown verifications are capped too.
+        let ticket = guard.admit_check("unknown", &caller).await.unwrap();
+        guard.checked(ticket, true).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_cap_means_every_check_passes() {
+        let guard = guard("[defaults]\nmax_check_attempts = 0\n");
+        for _ in 0..20 {
+            let ticket = guard.admit_check("v1", &Caller::anonymous()).await.unwrap();
+            assert!(!ticket.last_attempt);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn resends_count_against_the_original_number() {
+        let guard =
+            guard("[defaults]\none_pending = false\nper_number = { sends = 2, window = \"1h\" }\n");
+        let caller = Caller::anonymous();
+        assert_eq!(
+            guard.admit_resend("never-seen", &caller).await.unwrap(),
+            None
+        );
+        sent(&guard, target("app1", "+44 7400 123456"), "v1").await;
+        let record = guard.admit_resend("v1", &caller).await.unwrap().unwrap();
+        assert_eq!(
+            (record.app_id.as_str(), record.prefix.as_str()),
+            ("app1", "4474001")
+        );
+        assert!(!record.number.contains("7400"), "the number is hashed");
+        guard.resent(record, &caller, send("v2")).await;
+        match refusal(guard.admit_resend("v2", &caller).await) {
+            GuardRefusal::SendRateExceeded { scope, country, .. } => {
+                assert_eq!((scope, country.as_str()), ("per_number", "GB"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_resend_of_a_pending_verification_becomes_the_pending_one() {
+        let guard = guard("");
+        let caller = Caller::anonymous();
+        sent(&guard, target("app1", "+44 7400 123456"), "v1").await;
+        let record = guard.admit_resend("v1", &caller).await.unwrap().unwrap();
+        guard.resent(record, &caller, send("v2")).await;
+        assert_eq!(
+            pending_of(&guard, target("app1", "+44 7400 123456")).await,
+            Some("v2".into())
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn custom_codes_are_pending_only_for_the_same_code() {
+        let guard = guard("");
+        let custom = |code: &str| SendTarget {
+            custom_code: Some(code.into()),
+            ..target("app1", "+44 7400 123456")
+        };
+        sent(&guard, custom("1234"), "v1").await;
+        assert_eq!(pending_of(&guard, custom("1234")).await, Some("v1".into()));
+        assert_eq!(pending_of(&guard, custom("9999")).await, None);
+        assert_eq!(
+            pending_of(&guard, target("app1", "+44 7400 123456")).await,
+            None
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dry_run_admits_what_it_would_refuse() {
+        let dry =
+            guard("dry_run = true\n[defaults]\nper_number = { sends = 1, window = \"1h\" }\n");
+        sent(&dry, target("app1", "+44 909 879 0000"), "v1").await;
+        sent(&dry, target("app1", "+44 909 879 0000"), "v2").await;
+        let enforcing = guard("");
+        match refusal(
+            enforcing
+                .admit_send(target("app1", "+44 909 879 0000"))
+                .await,
+        ) {
+            GuardRefusal::DestinationNotAllowed {
+                country,
+                number_type,
+                rule,
+            } => assert_eq!(
+                (country.as_str(), number_type, rule),
+                ("GB", NumberType::PremiumRate, "denied_number_types")
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_send_leaves_wider_counters_alone() {
+        let guard = guard(
+            "[defaults]\none_pending = false\nper_number = { sends = 1, window = \"1h\" }\n\
+             per_prefix = { sends = 2, window = \"1h\" }\n",
+        );
+        sent(&guard, target("app1", "+44 7400 123456"), "v1").await;
+        for _ in 0..5 {
+            refusal(guard.admit_send(target("app1", "+44 7400 123456")).await);
+        }
+        sent(&guard, target("app1", "+44 7400 123457"), "v2").await;
+        match refusal(guard.admit_send(target("app1", "+44 7400 123458")).await) {
+            GuardRefusal::SendRateExceeded {
+                scope,
+                sends,
+                window,
+                retry_after,
+                ..
+            } => {
+                assert_eq!(
+                    (scope, sends, window),
+                    ("per_prefix", 2, Duration::from_secs(3600))
+                );
+                assert!(retry_after > Duration::ZERO);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_store_down_fails_closed() {
+        let guard = Guard::new(Policy::default(), Arc::new(Down));
+        let sends = guard.admit_send(target("app1", "+44 7400 123456")).await;
+        assert!(matches!(sends, Err(ServiceError::Send(_))), "{sends:?}");
+        let checks = guard.admit_check("v1", &Caller::anonymous()).await;
+        assert!(matches!(checks, Err(ServiceError::Send(_))), "{checks:?}");
+    }
+
+    #[test]
+    fn destination_rules_apply_in_order() {
+        let rules = |text: &str| Policy::parse(text).unwrap().rules("a", "c");
+        let gb_mobile = PhoneRules::default().parse("+44 7400 123456").unwrap();
+        let only_us =
+            rules("[defaults]\nallowed_countries = [\"US\"]\ndenied_countries = [\"GB\"]\n");
+        assert!(matches!(
+            destination_refusal(&only_us, &gb_mobile),
+            Some(GuardRefusal::DestinationNotAllowed {
+                rule: "allowed_countries",
+                ..
+            })
+        ));
+        let deny_gb =
+            rules("[defaults]\ndenied_countries = [\"GB\"]\ndenied_number_types = [\"mobile\"]\n");
+        assert!(matches!(
+            destination_refusal(&deny_gb, &gb_mobile),
+            Some(GuardRefusal::DestinationNotAllowed {
+                rule: "denied_countries",
+                ..
+            })
+        ));
+        let deny_mobiles =
+            rules("[defaults]\nallowed_countries = [\"GB\"]\ndenied_number_types = [\"mobile\"]\n");
+        assert!(matches!(
+            destination_refusal(&deny_mobiles, &gb_mobile),
+            Some(GuardRefusal::DestinationNotAllowed {
+                rule: "denied_number_types",
+                ..
+            })
+        ));
+        assert_eq!(destination_refusal(&Rules::default(), &gb_mobile), None);
+    }
+
+    #[test]
+    fn keys_hold_a_hash_and_a_prefix_never_the_number() {
+        let hash = number_hash("447400123456");
+        assert_eq!(hash.len(), 32);
+        assert_ne!(hash, number_hash("447400123457"));
+        assert!(!hash.contains("7400123456"));
+        assert_eq!(prefix("447400123456", 7), "4474001");
+        assert_eq!(prefix("4474", 7), "4474");
+        assert_eq!(
+            pending_key("app1", &hash).as_str(),
+            format!("itnio-otp:guard:pending:app1:{hash}")
+        );
+        assert_eq!(
+            verification_key("v1").as_str(),
+            "itnio-otp:guard:verification:v1"
+        );
+    }
+}
