@@ -752,6 +752,38 @@ mod tests {
     }
 
     #[test]
+    fn reasons_are_the_documented_names() {
+        let destination = GuardRefusal::DestinationNotAllowed {
+            country: NON_GEOGRAPHIC,
+            number_type: NumberType::Other,
+            rule: "denied_countries",
+        };
+        let rate = GuardRefusal::SendRateExceeded {
+            scope: "per_number",
+            country: NON_GEOGRAPHIC,
+            sends: 1,
+            window: Duration::from_secs(1),
+            retry_after: Duration::from_secs(1),
+        };
+        let checks = GuardRefusal::TooManyCheckAttempts { max: 5 };
+        assert_eq!(destination.reason(), "DESTINATION_NOT_ALLOWED");
+        assert_eq!(rate.reason(), "SEND_RATE_EXCEEDED");
+        assert_eq!(checks.reason(), "TOO_MANY_CHECK_ATTEMPTS");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn verification_records_last_a_day() {
+        let guard = guard("");
+        let caller = Caller::anonymous();
+        sent(&guard, target("app1", "+44 7400 123456"), "v1").await;
+        tokio::time::advance(VERIFICATION_TTL - Duration::from_secs(1)).await;
+        assert!(guard.admit_resend("v1", &caller).await.unwrap().is_some());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(guard.admit_resend("v1", &caller).await.unwrap(), None);
+        assert_eq!(VERIFICATION_TTL, Duration::from_secs(86_400));
+    }
+
+    #[test]
     fn keys_hold_a_hash_and_a_prefix_never_the_number() {
         let hash = number_hash("447400123456");
         assert_eq!(hash.len(), 32);

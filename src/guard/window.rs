@@ -168,6 +168,11 @@ mod tests {
         tokio::time::advance(Duration::from_secs(60)).await;
         let later = hit(&store, &clock, &["n"], limit).await.unwrap();
         assert_eq!((later.count, later.retry_after), (2, None));
+        // Half way through the next bucket, half of the one send before it is in view (rounded
+        // up: 1), plus this one.
+        tokio::time::advance(Duration::from_secs(90)).await;
+        let half = hit(&store, &clock, &["n"], limit).await.unwrap();
+        assert_eq!((half.count, half.retry_after), (2, None));
         let other = hit(&store, &clock, &["m"], limit).await.unwrap();
         assert_eq!(other.count, 1, "keys count apart");
     }
@@ -190,5 +195,8 @@ mod tests {
             retry_after(4, 60_000, 59_999, 10, 0),
             Duration::from_millis(1)
         );
+        // One send in this bucket leaves room for two of the previous one's: 80 % must pass.
+        let wait = retry_after(4, 60_000, 6_000, 10, 1);
+        assert_eq!(wait, Duration::from_millis(48_000 - 6_000));
     }
 }
