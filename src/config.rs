@@ -18,6 +18,8 @@ use tokio_rustls::rustls::ServerConfig;
 
 use crate::{
     auth::{CallersFile, CallersFileError},
+    guard::{Policy, PolicyError},
+    phone::{Country, NON_GEOGRAPHIC, PhoneRules, TEST_COUNTRY},
     reload::Loaded,
     store::StoreConfig,
     tls::{TlsError, TlsFiles},
@@ -139,6 +141,27 @@ struct ServeArgs {
     redis_url: Option<String>,
     #[command(flatten)]
     security: SecurityArgs,
+    #[command(flatten)]
+    guard: GuardArgs,
+}
+
+/// The send guard and how phone numbers are read.
+#[derive(Debug, Args)]
+struct GuardArgs {
+    /// TOML policy of the send guard (countries, number types, velocity limits, pending sends,
+    /// check attempts; per app and per caller). Unset: the documented defaults.
+    #[arg(long, env = "GUARD_POLICY_FILE")]
+    guard_policy_file: Option<PathBuf>,
+    /// Only log and count what the send guard would refuse.
+    #[arg(long, env = "GUARD_DRY_RUN")]
+    guard_dry_run: bool,
+    /// ISO 3166 region in which phone numbers without "+" are read (e.g. US). Unset: E.164 only.
+    #[arg(long, env = "PHONE_DEFAULT_REGION")]
+    phone_default_region: Option<String>,
+    /// Accept the sandbox's 999… test numbers outside sandbox mode (when ITNIO_BASE_URL points
+    /// at a standalone sandbox). Always on in sandbox mode.
+    #[arg(long, env = "ALLOW_TEST_NUMBERS")]
+    allow_test_numbers: bool,
 }
 
 /// Who may call and over what: callers file, TLS, the plaintext health port.
@@ -244,6 +267,10 @@ pub struct ServeConfig {
     pub security: SecurityConfig,
     /// Where state shared by replicas lives.
     pub store: StoreConfig,
+    /// The send guard's policy.
+    pub guard: Policy,
+    /// How phone numbers are read.
+    pub phones: PhoneRules,
 }
 
 /// Who may call and over what, loaded and checked before anything listens.
@@ -398,6 +425,12 @@ pub enum ConfigError {
     /// A client CA without a server certificate.
     #[error("TLS_CLIENT_CA_FILE needs TLS_CERT_FILE and TLS_KEY_FILE")]
     ClientCaWithoutTls,
+    /// The send guard's policy file is unusable.
+    #[error(transparent)]
+    GuardPolicy(#[from] PolicyError),
+    /// `PHONE_DEFAULT_REGION` is not a region.
+    #[error("PHONE_DEFAULT_REGION: {0}")]
+    DefaultRegion(String),
     /// Real credentials but nobody checks who calls.
     #[error(
         "real ITNIO credentials are configured but CALLERS_FILE is not: anyone who reaches the port could send OTPs on the account; set CALLERS_FILE, or pass --allow-unauthenticated"
@@ -493,6 +526,7 @@ impl ServeArgs {
             }
         };
         let security = self.security.into_config(&upstream)?;
+        let (guard, phones) = self.guard.into_config(&upstream)?;
         Ok(ServeConfig {
             listen: self.listen,
             metrics_listen: self.metrics_listen,
@@ -503,7 +537,35 @@ impl ServeArgs {
             watch,
             store,
             security,
+            guard,
+            phones,
         })
+    }
+}
+
+impl GuardArgs {
+    fn into_config(self, upstream: &UpstreamTarget) -> Result<(Policy, PhoneRules), ConfigError> {
+        let policy = match &self.guard_policy_file {
+            Some(path) => Policy::load(path)?,
+            None => Policy::default(),
+        };
+        let default_region = match self.phone_default_region.as_deref() {
+            None | Some("") => None,
+            Some(region) => match region.parse::<Country>() {
+                Ok(country) if ![NON_GEOGRAPHIC, TEST_COUNTRY].contains(&country) => Some(country),
+                Ok(_) => {
+                    return Err(ConfigError::DefaultRegion(format!(
+                        "{region:?} is not a region"
+                    )));
+                }
+                Err(message) => return Err(ConfigError::DefaultRegion(message)),
+            },
+        };
+        let phones = PhoneRules {
+            default_region,
+            test_numbers: self.allow_test_numbers || upstream.mode() == Mode::Sandbox,
+        };
+        Ok((policy.with_dry_run(self.guard_dry_run), phones))
     }
 }
 
@@ -878,6 +940,65 @@ mod tests {
             parse(&["--watch-max-polls-per-second", "0"]),
             Err(ConfigError::ZeroRate)
         ));
+    }
+
+    #[test]
+    fn guard_and_phone_settings_are_read_and_checked() {
+        let live = [
+            "--api-key",
+            "k",
+            "--api-secret",
+            "s",
+            "--allow-unauthenticated",
+        ];
+        let config = serve(&live);
+        assert_eq!(config.guard, Policy::default());
+        assert_eq!(
+            config.phones,
+            PhoneRules::default(),
+            "live: E.164, no test numbers"
+        );
+        assert!(
+            serve(&[]).phones.test_numbers,
+            "sandbox mode takes test numbers"
+        );
+        let config = serve(&[&live[..], &["--allow-test-numbers", "--guard-dry-run"]].concat());
+        assert!(config.phones.test_numbers);
+        assert!(config.guard.dry_run);
+        let config = serve(&["--phone-default-region", "us"]);
+        assert_eq!(config.phones.default_region, "US".parse().ok());
+        assert_eq!(
+            serve(&["--phone-default-region", ""]).phones.default_region,
+            None
+        );
+        for bad in ["USA", "ZZ", "XT"] {
+            assert!(
+                matches!(
+                    parse(&["--phone-default-region", bad]),
+                    Err(ConfigError::DefaultRegion(_))
+                ),
+                "{bad}"
+            );
+        }
+        let dir = std::env::temp_dir().join(format!("guard-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("guard.toml");
+        std::fs::write(
+            &file,
+            "dry_run = true\n[defaults]\nmax_check_attempts = 3\n",
+        )
+        .expect("write");
+        let path = file.to_str().expect("utf-8");
+        let config = serve(&["--guard-policy-file", path]);
+        assert!(config.guard.dry_run);
+        let rules = config.guard.rules("app", "caller");
+        assert_eq!(rules.max_check_attempts.map(|n| n.get()), Some(3));
+        std::fs::write(&file, "[defaults]\nmax_check_attempts = \"three\"\n").expect("write");
+        match parse(&["--guard-policy-file", path]) {
+            Err(ConfigError::GuardPolicy(e)) => assert!(e.to_string().contains("guard.toml")),
+            other => panic!("expected a policy error, got {other:?}"),
+        }
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

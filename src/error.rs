@@ -14,6 +14,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 use crate::{
     accounts::UnknownAccount,
     auth::AuthError,
+    guard::GuardRefusal,
     idempotency::Lookup,
     store::StoreError,
     upstream::{UpstreamError, UpstreamStatus},
@@ -51,6 +52,9 @@ pub enum ServiceError {
     /// A send refused by its idempotency record, its quota or the shared store.
     #[error(transparent)]
     Send(#[from] SendError),
+    /// A call the send guard refused.
+    #[error(transparent)]
+    Guard(#[from] GuardRefusal),
 }
 
 /// Why a send was refused before (or instead of) calling ITNIO.
@@ -140,6 +144,7 @@ impl From<ServiceError> for Status {
             ServiceError::Upstream(error) => upstream_status(&error, None),
             ServiceError::UncertainSend { error, lookup } => upstream_status(&error, Some(&lookup)),
             ServiceError::Send(error) => send_status(error),
+            ServiceError::Guard(refusal) => guard_status(&refusal),
         }
     }
 }
@@ -207,6 +212,58 @@ fn send_status(error: SendError) -> Status {
         }
     };
     details.set_error_info(reason, ERROR_DOMAIN, metadata);
+    Status::with_error_details(code, message, details)
+}
+
+/// The statuses of the send guard: who is refused, and by which rule. Never the number.
+fn guard_status(refusal: &GuardRefusal) -> Status {
+    let mut details = ErrorDetails::new();
+    let mut metadata = HashMap::new();
+    let (code, message) = match refusal {
+        GuardRefusal::DestinationNotAllowed {
+            country,
+            number_type,
+            rule,
+        } => {
+            metadata.insert("country".to_owned(), country.to_string());
+            metadata.insert("number_type".to_owned(), number_type.as_str().to_owned());
+            metadata.insert("rule".to_owned(), (*rule).to_owned());
+            let message = format!(
+                "sending codes to this destination ({country}, {}) is not allowed",
+                number_type.as_str()
+            );
+            (Code::PermissionDenied, message)
+        }
+        GuardRefusal::SendRateExceeded {
+            scope,
+            country,
+            sends,
+            window,
+            retry_after,
+        } => {
+            let window = humantime::format_duration(*window).to_string();
+            metadata.insert("country".to_owned(), country.to_string());
+            metadata.insert("limit".to_owned(), (*scope).to_owned());
+            let subject = match *scope {
+                "per_country" => format!("per_country:{country}"),
+                other => other.to_owned(),
+            };
+            details.add_quota_failure_violation(
+                subject,
+                format!("at most {sends} sends per {window}"),
+            );
+            details.set_retry_info(Some(*retry_after));
+            let message = format!("too many codes sent ({scope}: at most {sends} per {window})");
+            (Code::ResourceExhausted, message)
+        }
+        GuardRefusal::TooManyCheckAttempts { max } => {
+            metadata.insert("max_check_attempts".to_owned(), max.to_string());
+            let message =
+                format!("this verification was checked {max} times already; send a new code");
+            (Code::FailedPrecondition, message)
+        }
+    };
+    details.set_error_info(refusal.reason(), ERROR_DOMAIN, metadata);
     Status::with_error_details(code, message, details)
 }
 

@@ -25,6 +25,7 @@ use crate::convert::limits::{
 };
 use crate::convert::{apps, flows, records, templates, verifications};
 use crate::error::ServiceError;
+use crate::phone::PhoneRules;
 use crate::proto::v1 as pb;
 use crate::upstream::client::decode;
 use crate::upstream::lenient::OneOrMany;
@@ -44,6 +45,13 @@ pub fn upstream_reply(bytes: &[u8]) {
     let _ = decode::<Record>(e, bytes);
     let _ = decode::<IgnoredAny>(e, bytes);
 }
+
+/// Phone numbers as a live server without `PHONE_DEFAULT_REGION` reads them, plus the sandbox's
+/// test numbers (so fuzzed sends get past the number more often).
+const PHONES: PhoneRules = PhoneRules {
+    default_region: None,
+    test_numbers: true,
+};
 
 /// How many request messages [`request_validation`] chooses from (by `bytes[0] % REQUESTS`).
 pub const REQUESTS: u8 = 18;
@@ -71,11 +79,15 @@ pub fn request_validation(bytes: &[u8]) {
         8 => path(message, flows::get_request, |r: &pb::GetFlowRequest| {
             numeric(&r.flow_id)
         }),
-        9 => body(message, verifications::send_request),
-        10 => body(message, verifications::send_custom_code_request),
+        9 => body(message, |r| {
+            verifications::send_request(r, &PHONES).map(|(body, _)| body)
+        }),
+        10 => body(message, |r| {
+            verifications::send_custom_code_request(r, &PHONES).map(|(body, _)| body)
+        }),
         11 => body(message, verifications::resend_request),
         12 => body(message, verifications::check_request),
-        13 => body(message, verifications::conversion_request),
+        13 => body(message, |r| verifications::conversion_request(r, &PHONES)),
         14 => body(message, verifications::conversion_rate_request),
         15 => path(message, records::get_request, |r: &pb::GetRecordRequest| {
             verification_id(&r.verification_id)

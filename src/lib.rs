@@ -18,6 +18,8 @@
 //!  reload.rs  hot-swapped configuration: SIGHUP or a file change, a broken file keeps the old one
 //!  idempotency/  send RPCs deduplicated by request_id (AIP-155), run by service/verifications
 //!  quota.rs   per-caller sends_per_minute
+//!  guard/     the send guard against SMS pumping: destinations, velocity, pending sends, check cap
+//!  phone.rs   phone numbers parsed against the numbering plans: country and number type
 //!  store/     shared state (idempotency records, quotas, poll budget): memory or Redis
 //!  config.rs  flags + environment, validated before anything listens; main.rs only wires it up
 //! ```
@@ -30,7 +32,9 @@ pub mod convert;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod guard;
 pub mod idempotency;
+pub mod phone;
 pub mod proto;
 pub mod quota;
 pub mod reload;

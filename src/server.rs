@@ -31,6 +31,7 @@ use crate::{
     accounts::Accounts,
     auth::{self, AuthLayer},
     config::{Mode, ServeConfig, UpstreamTarget},
+    guard::Guard,
     idempotency::Sends,
     proto::{
         self,
@@ -199,6 +200,8 @@ pub async fn serve(
         .add_service(VerificationServiceServer::new(VerificationApi::new(
             accounts.clone(),
             sends,
+            Guard::new(config.guard.clone(), store.clone()),
+            config.phones,
         )))
         .add_service(RecordServiceServer::new(RecordApi::new(
             accounts,

@@ -104,6 +104,9 @@ fn send_request(app_id: &str, template_id: &str) -> pb::SendVerificationRequest 
         app_id: app_id.into(),
         template_id: template_id.into(),
         phone_number: common::TEST_NUMBER.into(),
+        // These tests send new codes to one number on purpose (the send guard would otherwise
+        // answer the pending verification).
+        replace_pending: true,
         ..Default::default()
     }
 }

@@ -26,7 +26,7 @@ async fn send(app: &common::TestApp, app_id: &str, template_id: &str) -> Result<
 
 #[tokio::test]
 async fn every_upstream_status_maps_to_its_grpc_code() {
-    let app = common::spawn_app().await;
+    let app = common::spawn_app_unguarded().await;
     let (app_id, template_id) = app.app_and_template("mapping").await;
     let table = [
         ("-1", Code::Internal, "AUTHENTICATION_ERROR"),
@@ -74,7 +74,7 @@ async fn every_upstream_status_maps_to_its_grpc_code() {
 
 #[tokio::test]
 async fn expired_timestamp_is_resigned_and_retried_once() {
-    let app = common::spawn_app().await;
+    let app = common::spawn_app_unguarded().await;
     let (app_id, template_id) = app.app_and_template("resign").await;
     let before = app.sandbox.request_count_for(SEND);
     app.sandbox.inject_status(SEND, "-16", 1);
@@ -94,7 +94,7 @@ async fn expired_timestamp_is_resigned_and_retried_once() {
 
 #[tokio::test]
 async fn real_period_limits_are_resource_exhausted() {
-    let app = common::spawn_app().await;
+    let app = common::spawn_app_unguarded().await;
     let limited = app
         .apps()
         .create_app(pb::CreateAppRequest {

@@ -11,6 +11,7 @@ use faults::{Fault, FaultProxy, SEND, app_and_template, sandbox_behind_proxy};
 use itnio_otp_grpc::{
     accounts::Accounts,
     caller::Caller,
+    guard::{Guard, Policy},
     idempotency::Sends,
     proto::v1::{
         self as pb, record_service_client::RecordServiceClient,
@@ -19,7 +20,7 @@ use itnio_otp_grpc::{
     },
     sandbox::Sandbox,
     service::verifications::VerificationApi,
-    store::MemoryStore,
+    store::{MemoryStore, SharedStore},
     upstream::{UpstreamClient, UpstreamConfig},
 };
 use tonic::{Code, Request, Status, transport::Channel};
@@ -81,6 +82,9 @@ fn send_request(app_id: &str, template_id: &str, request_id: &str) -> pb::SendVe
         template_id: template_id.to_owned(),
         phone_number: TEST_NUMBER.into(),
         request_id: request_id.to_owned(),
+        // Each request id is a new code for the same number on purpose (the send guard would
+        // otherwise answer the pending verification).
+        replace_pending: true,
         ..Default::default()
     }
 }
@@ -402,9 +406,12 @@ async fn a_caller_over_its_send_rate_is_refused_with_quota_failure() {
     )
     .await;
     let (app_id, template_id) = app_and_template(&common::connect(addr).await).await;
+    let store: SharedStore = Arc::new(MemoryStore::default());
     let api = VerificationApi::new(
         Accounts::new(upstream),
-        Sends::new(Arc::new(MemoryStore::default()), Duration::from_secs(5)),
+        Sends::new(store.clone(), Duration::from_secs(5)),
+        Guard::new(Policy::default(), store),
+        common::upstream_config("").phones,
     );
     let limited = Caller::new("checkout", "default").with_sends_per_minute(NonZeroU32::MIN);
     let as_caller = |request_id: &str| {

@@ -139,6 +139,10 @@ fn command(envs: &[(&str, &str)]) -> Command {
         "LOG_FORMAT",
         "CALLERS_FILE",
         "ALLOW_UNAUTHENTICATED",
+        "GUARD_POLICY_FILE",
+        "GUARD_DRY_RUN",
+        "PHONE_DEFAULT_REGION",
+        "ALLOW_TEST_NUMBERS",
     ] {
         command.env_remove(name);
     }
@@ -383,7 +387,9 @@ fn send_many(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_flight_calls_finish_on_sigterm_in_sandbox_mode() {
     const CALLS: usize = 64;
-    let mut binary = Binary::start(&[("ITNIO_MODE", "sandbox")]);
+    // 64 sends at once to one number prefix is what the send guard stops: it only logs and
+    // counts here, so every call reaches the drain.
+    let mut binary = Binary::start(&[("ITNIO_MODE", "sandbox"), ("GUARD_DRY_RUN", "true")]);
     let channel = binary.grpc().await;
     let (app_id, template_id) = app_and_template(&channel).await;
     let calls = send_many(&channel, &app_id, &template_id, CALLS);
@@ -733,6 +739,8 @@ async fn the_whole_log_of_a_run_holds_no_number_code_secret_or_userinfo() {
             secret_file.to_str().expect("utf-8"),
         ),
         ("ITNIO_BASE_URL", &base_url),
+        // The standalone sandbox's test numbers, in live mode.
+        ("ALLOW_TEST_NUMBERS", "true"),
     ]);
     let channel = facade.grpc().await;
     std::fs::remove_file(&secret_file).ok();
@@ -781,6 +789,29 @@ async fn the_whole_log_of_a_run_holds_no_number_code_secret_or_userinfo() {
         .await
         .expect("send")
         .into_inner();
+    // The send guard logs what it refuses and what it answers from a pending send: by country
+    // and number type, never the number.
+    let premium = verifications
+        .send_verification(pb::SendVerificationRequest {
+            app_id: app_id.clone(),
+            template_id: template_id.clone(),
+            phone_number: "+44 909 879 0000".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("premium rate");
+    assert_eq!(premium.code(), Code::PermissionDenied);
+    let again = verifications
+        .send_verification(pb::SendVerificationRequest {
+            app_id: app_id.clone(),
+            template_id: template_id.clone(),
+            phone_number: common::TEST_NUMBER.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("pending")
+        .into_inner();
+    assert!(again.pending);
     for code in ["ZYXWVU", "ABCDEF"] {
         verifications
             .check_verification(pb::CheckVerificationRequest {
@@ -818,6 +849,8 @@ async fn the_whole_log_of_a_run_holds_no_number_code_secret_or_userinfo() {
         "9990012345678",
         "0012345678",
         "1234 5678",
+        "9098790000",
+        "909 879",
         "ABCDEF",
         "ZYXWVU",
         SECRET,
@@ -860,6 +893,25 @@ async fn the_whole_log_of_a_run_holds_no_number_code_secret_or_userinfo() {
         send["request_id"].as_str().map(str::len),
         Some(32),
         "{send}"
+    );
+    let guard: Vec<serde_json::Value> = lines[..facade_lines]
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|l: &serde_json::Value| l["target"] == "itnio_otp_grpc::guard")
+        .collect();
+    assert!(
+        guard
+            .iter()
+            .any(|l| l["reason"] == "DESTINATION_NOT_ALLOWED"
+                && l["country"] == "GB"
+                && l["number_type"] == "premium_rate"),
+        "{guard:?}"
+    );
+    assert!(
+        guard
+            .iter()
+            .any(|l| l["country"] == "XT" && l["number_type"] == "mobile"),
+        "{guard:?}"
     );
     let refused = access
         .iter()

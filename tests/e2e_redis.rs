@@ -256,6 +256,74 @@ async fn a_caller_quota_is_shared_by_replicas() {
     }
 }
 
+/// Two replicas (two processes) on one Redis enforce one send guard: the pending verification,
+/// the per-number limit and the check cap are shared, and each refusal stays off the upstream.
+#[tokio::test]
+async fn the_send_guard_is_shared_by_replicas() {
+    const VERIFY: &str = "POST /verification/verify";
+    let redis = RedisServer::start().await;
+    let (_sandbox, proxy) = sandbox_behind_proxy().await;
+    let policy = std::env::temp_dir().join(format!("guard-redis-{}.toml", std::process::id()));
+    std::fs::write(
+        &policy,
+        "[defaults]\nper_number = { sends = 3, window = \"1h\" }\nmax_check_attempts = 2\n",
+    )
+    .expect("policy file");
+    let envs = [("GUARD_POLICY_FILE", policy.to_str().expect("utf-8"))];
+    let replicas = [
+        Replica::start_with(&proxy.url(), &redis.url(), &envs).await,
+        Replica::start_with(&proxy.url(), &redis.url(), &envs).await,
+    ];
+    let (a, b) = (
+        Client::of(&replicas[0]).await,
+        Client::of(&replicas[1]).await,
+    );
+    let (app_id, template_id) = app_and_template(&a.channel).await;
+    let request = |replace_pending| pb::SendVerificationRequest {
+        app_id: app_id.clone(),
+        template_id: template_id.clone(),
+        phone_number: TEST_NUMBER.into(),
+        replace_pending,
+        ..Default::default()
+    };
+
+    let first = a.send(request(false), LONG).await.expect("first send");
+    let pending = b.send(request(false), LONG).await.expect("pending");
+    assert!(pending.pending, "replica b sees a's pending verification");
+    assert_eq!(pending.verification_id, first.verification_id);
+    assert_eq!(proxy.count(SEND), 1);
+    b.send(request(true), LONG)
+        .await
+        .expect("second to the number");
+    a.send(request(true), LONG)
+        .await
+        .expect("third to the number");
+    let refused = b.send(request(true), LONG).await.expect_err("fourth");
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert_eq!(reason(&refused), "SEND_RATE_EXCEEDED");
+    assert_eq!(proxy.count(SEND), 3, "one limit for both replicas");
+
+    let check = |client: &Client| {
+        let channel = client.channel.clone();
+        let verification_id = first.verification_id.clone();
+        async move {
+            VerificationServiceClient::new(channel)
+                .check_verification(pb::CheckVerificationRequest {
+                    verification_id,
+                    code: "0000".into(),
+                })
+                .await
+        }
+    };
+    check(&a).await.expect("first check");
+    check(&b).await.expect("second check");
+    let capped = check(&a).await.expect_err("third check");
+    assert_eq!(capped.code(), Code::FailedPrecondition);
+    assert_eq!(reason(&capped), "TOO_MANY_CHECK_ATTEMPTS");
+    assert_eq!(proxy.count(VERIFY), 2);
+    std::fs::remove_file(&policy).ok();
+}
+
 /// The same contract, checked on both backends.
 async fn store_contract(store: SharedStore) {
     let key = Key::new("contract", &[&new_id()]);

@@ -138,7 +138,7 @@ async fn custom_codes_resends_and_conversion_reports() {
             app_id: app_id.clone(),
             template_id,
             code: "A1B2C3".into(),
-            phone_number: "91856321412".into(),
+            phone_number: "+91 98563 21412".into(),
             channel: Channel::Call as i32,
             ..Default::default()
         })
@@ -176,7 +176,7 @@ async fn custom_codes_resends_and_conversion_reports() {
         .report_conversion(pb::ReportConversionRequest {
             app_id: app_id.clone(),
             verification_id: resent.verification_id,
-            phone_number: "91856321412".into(),
+            phone_number: "+91 98563 21412".into(),
             time: Some(now),
         })
         .await
@@ -208,7 +208,7 @@ async fn recording_upstream() -> (wiremock::MockServer, tonic::transport::Channe
             "reason": "success",
             "data": {
                 "verificationId": "22611231955000000001",
-                "to": "91856321412",
+                "to": "919856321412",
                 "channel": "sna",
                 "snaUrl": "https://sna.example/v/1",
             },
@@ -243,7 +243,7 @@ async fn conversion_reports_reach_the_upstream_as_documented() {
         .report_conversion(pb::ReportConversionRequest {
             app_id: "mRELxtHc".into(),
             verification_id: "22206051443051000003".into(),
-            phone_number: "+91 856 321 412".into(),
+            phone_number: "+91 98563 21412".into(),
             time: Some(time),
         })
         .await
@@ -253,7 +253,7 @@ async fn conversion_reports_reach_the_upstream_as_documented() {
         json!({
             "appId": "mRELxtHc",
             "verificationId": "22206051443051000003",
-            "number": "91856321412",
+            "number": "919856321412",
             "time": "1674957598250",
         })
     );
@@ -291,7 +291,7 @@ async fn sends_reach_the_upstream_with_every_field() {
             template_id: "455".into(),
             flow_id: "77".into(),
             code: "A1B2C3".into(),
-            phone_number: "+91 856 321 412".into(),
+            phone_number: "+91 98563 21412".into(),
             channel: Channel::Sna as i32,
             order_id: "order-1".into(),
             ..Default::default()
@@ -310,7 +310,7 @@ async fn sends_reach_the_upstream_with_every_field() {
             "templateId": 455,
             "flowId": 77,
             "code": "A1B2C3",
-            "to": "91856321412",
+            "to": "919856321412",
             "channel": "sna",
             "orderId": "order-1",
         })

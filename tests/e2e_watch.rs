@@ -70,7 +70,7 @@ fn sms_status(message: &pb::WatchRecordResponse) -> i32 {
 #[tokio::test]
 async fn watch_sees_delivery_then_match_then_ends() {
     let app = common::spawn_app().await;
-    let (_, id) = send(&app, "99900123456", "", "1").await;
+    let (_, id) = send(&app, "+99900123456", "", "1").await;
     let mut stream = watch(&app, Selector::VerificationId(id.clone())).await;
     let first = next(&mut stream).await;
     assert_eq!(first.changes, [RecordChange::Initial as i32]);
@@ -126,7 +126,7 @@ async fn a_flow_falling_back_to_a_call_shows_up_as_updates() {
         .flow
         .expect("flow");
     // 99901…: every SMS fails, calls are answered.
-    let (app_id, _) = send(&app, "99901123456", &flow.flow_id, "fallback-1").await;
+    let (app_id, _) = send(&app, "+99901123456", &flow.flow_id, "fallback-1").await;
     let mut stream = watch(
         &app,
         Selector::Order(pb::OrderSelector {
@@ -201,8 +201,8 @@ async fn watchers(
 #[tokio::test]
 async fn a_thousand_watchers_cost_the_upstream_what_one_does() {
     let app = slow_polling_app().await;
-    let (_, one) = send(&app, "99900123456", "", "2").await;
-    let (_, many) = send(&app, "99900123457", "", "3").await;
+    let (_, one) = send(&app, "+99900123456", "", "2").await;
+    let (_, many) = send(&app, "+99900123457", "", "3").await;
     let base = app.sandbox.request_count_for(RECORD_BY_ID);
     let single = watchers(&app, &one, 1).await;
     let polls_for_one = app.sandbox.request_count_for(RECORD_BY_ID) - base;
@@ -221,7 +221,7 @@ async fn a_cancelled_watch_stops_its_poller() {
     // poller is answered from its cache without a poll. So a new poll proves the old poller
     // is gone, with no waiting for time to pass.
     let app = slow_polling_app().await;
-    let (_, id) = send(&app, "99900123456", "", "4").await;
+    let (_, id) = send(&app, "+99900123456", "", "4").await;
     let base = app.sandbox.request_count_for(RECORD_BY_ID);
     let mut stream = watch(&app, Selector::VerificationId(id.clone())).await;
     next(&mut stream).await;
@@ -248,7 +248,7 @@ async fn a_cancelled_watch_stops_its_poller() {
 #[tokio::test]
 async fn server_shutdown_ends_open_streams_with_unavailable() {
     let app = slow_polling_app().await;
-    let (_, id) = send(&app, "99900123456", "", "5").await;
+    let (_, id) = send(&app, "+99900123456", "", "5").await;
     let mut stream = watch(&app, Selector::VerificationId(id)).await;
     next(&mut stream).await;
     let shutdown = tokio::spawn(app.shutdown());
@@ -282,7 +282,7 @@ async fn watching_an_unknown_verification_is_not_found() {
 #[tokio::test]
 async fn transient_upstream_errors_do_not_end_a_watch() {
     let app = common::spawn_app().await;
-    let (_, id) = send(&app, "99900123456", "", "6").await;
+    let (_, id) = send(&app, "+99900123456", "", "6").await;
     let mut stream = watch(&app, Selector::VerificationId(id.clone())).await;
     next(&mut stream).await;
     // Fewer than the 5 consecutive failures a watch tolerates.
@@ -315,7 +315,7 @@ async fn transient_upstream_errors_do_not_end_a_watch() {
 #[tokio::test]
 async fn persistent_upstream_errors_end_a_watch_with_the_mapped_status() {
     let app = common::spawn_app().await;
-    let (_, id) = send(&app, "99900123456", "", "7").await;
+    let (_, id) = send(&app, "+99900123456", "", "7").await;
     let mut stream = watch(&app, Selector::VerificationId(id)).await;
     next(&mut stream).await;
     app.sandbox.inject_status(RECORD_BY_ID, "-18", 100);
@@ -343,7 +343,7 @@ async fn persistent_upstream_errors_end_a_watch_with_the_mapped_status() {
 #[tokio::test]
 async fn a_watch_ends_at_the_callers_deadline() {
     let app = slow_polling_app().await;
-    let (_, id) = send(&app, "99900123456", "", "8").await;
+    let (_, id) = send(&app, "+99900123456", "", "8").await;
     let mut request = tonic::Request::new(pb::WatchRecordRequest {
         selector: Some(Selector::VerificationId(id)),
     });

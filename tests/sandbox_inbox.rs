@@ -225,19 +225,19 @@ async fn an_sms_to_a_real_looking_number_is_read_from_the_inbox_and_matches() {
         .send(pb::SendVerificationRequest {
             app_id: app_id.clone(),
             template_id: template_id.clone(),
-            phone_number: "+44 7700 900123".into(),
+            phone_number: "+44 7400 900123".into(),
             order_id: "inbox-order-1".into(),
             ..Default::default()
         })
         .await;
-    assert_eq!(sent.phone_number, "447700900123");
+    assert_eq!(sent.phone_number, "447400900123");
 
-    let messages = double.wait_for_messages("447700900123", 1).await;
+    let messages = double.wait_for_messages("447400900123", 1).await;
     let message = &messages[0];
     let code = message["code"].as_str().unwrap().to_owned();
     assert_eq!(code.len(), 4);
     assert!(code.chars().all(|c| c.is_ascii_digit()));
-    assert_eq!(message["to"], "447700900123");
+    assert_eq!(message["to"], "447400900123");
     assert_eq!(message["channel"], "sms");
     assert_eq!(message["text"], format!("{code} is your code"));
     assert_eq!(message["verificationId"], sent.verification_id.as_str());
@@ -250,18 +250,18 @@ async fn an_sms_to_a_real_looking_number_is_read_from_the_inbox_and_matches() {
     // `to` accepts the number as people write it; `after` excludes the message itself.
     assert_eq!(
         double
-            .inbox("to=%2B44%207700%20900123")
+            .inbox("to=%2B44%207400%20900123")
             .await
             .as_array()
             .unwrap()
             .len(),
         1
     );
-    assert_eq!(double.inbox("to=447700900124").await, serde_json::json!([]));
+    assert_eq!(double.inbox("to=447400900124").await, serde_json::json!([]));
     let after = time.replace('+', "%2B");
     assert_eq!(
         double
-            .inbox(&format!("to=447700900123&after={after}"))
+            .inbox(&format!("to=447400900123&after={after}"))
             .await,
         serde_json::json!([])
     );
@@ -283,7 +283,7 @@ async fn a_call_arrives_on_the_stream_and_its_code_matches() {
         .send(pb::SendVerificationRequest {
             app_id: app_id.clone(),
             template_id: template_id.clone(),
-            phone_number: "4915112345679".into(),
+            phone_number: "+4915112345679".into(),
             ..Default::default()
         })
         .await;
@@ -291,7 +291,7 @@ async fn a_call_arrives_on_the_stream_and_its_code_matches() {
         .send(pb::SendVerificationRequest {
             app_id,
             template_id,
-            phone_number: "4915112345678".into(),
+            phone_number: "+4915112345678".into(),
             channel: Channel::Call as i32,
             ..Default::default()
         })
@@ -335,7 +335,7 @@ async fn a_flow_fallback_call_is_pushed_when_it_fires_and_matches() {
             app_id,
             template_id,
             flow_id: flow.flow_id,
-            phone_number: "99901123456".into(),
+            phone_number: "+99901123456".into(),
             ..Default::default()
         })
         .await;
@@ -382,12 +382,14 @@ async fn a_reconnecting_stream_replays_what_it_missed() {
     let double = start().await;
     let (app_id, template_id) = double.app_and_template("inbox-replay").await;
     let mut ids = Vec::new();
-    for number in ["4915112340001", "4915112340002", "4915112340001"] {
+    for number in ["+4915112340001", "+4915112340002", "+4915112340001"] {
         let sent = double
             .send(pb::SendVerificationRequest {
                 app_id: app_id.clone(),
                 template_id: template_id.clone(),
                 phone_number: number.into(),
+                // Two codes to one number on purpose: not the pending one again.
+                replace_pending: true,
                 ..Default::default()
             })
             .await;
@@ -407,7 +409,8 @@ async fn a_reconnecting_stream_replays_what_it_missed() {
         .send(pb::SendVerificationRequest {
             app_id,
             template_id,
-            phone_number: "4915112340001".into(),
+            phone_number: "+4915112340001".into(),
+            replace_pending: true,
             ..Default::default()
         })
         .await;

@@ -22,6 +22,7 @@ use self::limits::Layout;
 use crate::{
     error::{FieldViolation, ServiceError},
     idempotency::RequestId,
+    phone::{Destination, PhoneRules},
     proto::v1::Channel,
 };
 
@@ -91,21 +92,25 @@ impl Violations {
         id
     }
 
-    /// Normalises a phone number (E.164 with `+`, spaces, dashes allowed) to 10–14 digits.
-    pub fn phone(&mut self, field: &str, value: &str, required: bool) -> Option<String> {
+    /// Parses a phone number by `rules` (see [`crate::phone`]); the description says why a
+    /// number was refused, never what it was.
+    pub fn phone(
+        &mut self,
+        field: &str,
+        value: &str,
+        required: bool,
+        rules: &PhoneRules,
+    ) -> Option<Destination> {
         if value.trim().is_empty() {
             if required {
                 self.add(field, "is required");
             }
             return None;
         }
-        match normalize_phone(value) {
-            Some(digits) => Some(digits),
-            None => {
-                self.add(
-                    field,
-                    "must be country code + number, 10–14 digits (\"+\", spaces and dashes allowed)",
-                );
+        match rules.parse(value) {
+            Ok(destination) => Some(destination),
+            Err(why) => {
+                self.add(field, why.to_string());
                 None
             }
         }
@@ -140,21 +145,6 @@ impl Violations {
             }
         }
     }
-}
-
-/// Digits only, if the number has 10–14 digits and nothing but `+`, spaces, dashes, dots, brackets.
-pub fn normalize_phone(value: &str) -> Option<String> {
-    let trimmed = value.trim();
-    let body = trimmed.strip_prefix('+').unwrap_or(trimmed);
-    let mut digits = String::with_capacity(body.len());
-    for ch in body.chars() {
-        match ch {
-            '0'..='9' => digits.push(ch),
-            ' ' | '-' | '.' | '(' | ')' => {}
-            _ => return None,
-        }
-    }
-    (10..=14).contains(&digits.len()).then_some(digits)
 }
 
 /// Every channel a send may use.
@@ -209,25 +199,6 @@ pub(crate) mod tests {
             ServiceError::InvalidArgument(list) => list.into_iter().map(|f| f.field).collect(),
             other => panic!("expected invalid argument, got {other:?}"),
         }
-    }
-
-    #[test]
-    fn phone_numbers_are_normalised_to_digits() {
-        assert_eq!(
-            normalize_phone("+86 135-1234-5678").as_deref(),
-            Some("8613512345678")
-        );
-        assert_eq!(
-            normalize_phone("91856321412").as_deref(),
-            Some("91856321412")
-        );
-        assert_eq!(
-            normalize_phone("+1 (555) 010-9999").as_deref(),
-            Some("15550109999")
-        );
-        assert_eq!(normalize_phone("123456789"), None);
-        assert_eq!(normalize_phone("123456789012345"), None);
-        assert_eq!(normalize_phone("91856x21412"), None);
     }
 
     #[test]

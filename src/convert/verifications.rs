@@ -4,7 +4,8 @@
 use chrono::Utc;
 
 use crate::{
-    error::ServiceError,
+    error::{FieldViolation, ServiceError},
+    phone::{Destination, PhoneRules},
     proto::v1::{self as pb, MatchState},
     upstream as wire,
 };
@@ -27,18 +28,24 @@ pub struct Sent {
 }
 
 /// Checks what both sends share and builds the body; `template_id` and `code` are each send's
-/// own. Fields are checked in message order, so violations come out in that order too.
+/// own. Fields are checked in message order, so violations come out in that order too. The
+/// parsed phone number is stored in `$destination`.
 macro_rules! send_body {
-    ($v:expr, $req:expr, template_id: $template_id:expr, code: $code:expr $(,)?) => {{
+    ($v:expr, $req:expr, $phones:expr, $destination:ident,
+     template_id: $template_id:expr, code: $code:expr $(,)?) => {{
         $v.app_id("app_id", &$req.app_id);
         let body = wire::SendRequest {
             app_id: $req.app_id.clone(),
             template_id: $template_id,
             code: $code,
             flow_id: $v.optional_numeric_id("flow_id", &$req.flow_id),
-            to: $v
-                .phone("phone_number", &$req.phone_number, true)
-                .unwrap_or_default(),
+            to: {
+                $destination = $v.phone("phone_number", &$req.phone_number, true, $phones);
+                $destination
+                    .as_ref()
+                    .map(|d| d.digits.clone())
+                    .unwrap_or_default()
+            },
             channel: $v.channel("channel", $req.channel, SEND_CHANNELS),
             order_id: $v.order_id("order_id", &$req.order_id),
         };
@@ -47,29 +54,57 @@ macro_rules! send_body {
     }};
 }
 
+/// A checked send: the body for ITNIO and where it goes, for the send guard.
+pub type CheckedSend = (wire::SendRequest, Destination);
+
 /// Checks a `SendVerification` request and builds the `/verification/send` body.
-pub fn send_request(req: &pb::SendVerificationRequest) -> Result<wire::SendRequest, ServiceError> {
+pub fn send_request(
+    req: &pb::SendVerificationRequest,
+    phones: &PhoneRules,
+) -> Result<CheckedSend, ServiceError> {
     let mut v = Violations::default();
-    let body = send_body!(v, req,
+    let destination;
+    let body = send_body!(v, req, phones, destination,
         template_id: v.numeric_id("template_id", &req.template_id),
         code: None,
     );
-    v.finish(body)
+    checked_send(v, body, destination)
 }
 
 /// Checks a `SendCustomCode` request and builds the `/verification/sendRule` body.
 pub fn send_custom_code_request(
     req: &pb::SendCustomCodeRequest,
-) -> Result<wire::SendRequest, ServiceError> {
+    phones: &PhoneRules,
+) -> Result<CheckedSend, ServiceError> {
     let mut v = Violations::default();
-    let body = send_body!(v, req,
+    let destination;
+    let body = send_body!(v, req, phones, destination,
         template_id: v.optional_numeric_id("template_id", &req.template_id),
         code: {
             v.text("code", &req.code, CUSTOM_CODE_CHARS);
             Some(req.code.clone())
         },
     );
-    v.finish(body)
+    checked_send(v, body, destination)
+}
+
+/// The body and its destination once every field passed (a valid send always has a number).
+fn checked_send(
+    v: Violations,
+    body: wire::SendRequest,
+    destination: Option<Destination>,
+) -> Result<CheckedSend, ServiceError> {
+    let body = v.finish(body)?;
+    // `phone` records a violation whenever it returns no destination for a required number, so
+    // this is never `None` here; were it, the number is what is missing.
+    destination
+        .map(|destination| (body, destination))
+        .ok_or_else(|| {
+            ServiceError::InvalidArgument(vec![FieldViolation {
+                field: "phone_number".into(),
+                description: "is required".into(),
+            }])
+        })
 }
 
 /// Checks a `ResendVerification` request and builds the `/verification/resend` body.
@@ -102,11 +137,14 @@ pub fn check_request(
 /// Checks a `ReportConversion` request and builds the `/postback/backfill` body.
 pub fn conversion_request(
     req: &pb::ReportConversionRequest,
+    phones: &PhoneRules,
 ) -> Result<wire::ConversionReport, ServiceError> {
     let mut v = Violations::default();
     v.app_id("app_id", &req.app_id);
     v.verification_id("verification_id", &req.verification_id);
-    let number = v.phone("phone_number", &req.phone_number, false);
+    let number = v
+        .phone("phone_number", &req.phone_number, false, phones)
+        .map(|destination| destination.digits);
     let time = v
         .time_in_window("time", req.time.as_ref(), Utc::now())
         .map(|t| t.timestamp_millis().to_string());
@@ -229,31 +267,44 @@ mod tests {
     use crate::convert::tests::fields;
     use prost_types::Timestamp;
 
+    /// E.164 only, no test numbers: the live default.
+    const E164: PhoneRules = PhoneRules {
+        default_region: None,
+        test_numbers: false,
+    };
+
     #[test]
     fn send_normalises_the_phone_number() {
-        let body = send_request(&pb::SendVerificationRequest {
+        let request = pb::SendVerificationRequest {
             app_id: "mRELxtHc".into(),
             template_id: "455".into(),
-            phone_number: "+91 856-321-412".into(),
+            phone_number: "+91 98563-21412".into(),
             ..Default::default()
-        })
-        .expect("valid");
-        assert_eq!(body.to, "91856321412");
+        };
+        let (body, destination) = send_request(&request, &E164).expect("valid");
+        assert_eq!(body.to, "919856321412");
+        assert_eq!(destination.digits, body.to);
+        assert_eq!(destination.country.as_str(), "IN");
+        assert_eq!(destination.number_type, crate::phone::NumberType::Mobile);
         assert_eq!(body.template_id, Some(455));
         assert_eq!(body.channel, None);
     }
 
     #[test]
     fn send_reports_each_bad_field() {
-        let err = send_request(&pb::SendVerificationRequest {
-            app_id: "abc".into(),
-            template_id: String::new(),
-            flow_id: "one".into(),
-            phone_number: "12345".into(),
-            channel: 42,
-            order_id: "x".repeat(65),
-            request_id: "not-a-uuid".into(),
-        })
+        let err = send_request(
+            &pb::SendVerificationRequest {
+                app_id: "abc".into(),
+                template_id: String::new(),
+                flow_id: "one".into(),
+                phone_number: "12345".into(),
+                channel: 42,
+                order_id: "x".repeat(65),
+                request_id: "not-a-uuid".into(),
+                replace_pending: false,
+            },
+            &E164,
+        )
         .expect_err("invalid");
         assert_eq!(
             fields(err),
@@ -278,17 +329,21 @@ mod tests {
 
     #[test]
     fn custom_code_and_check_lengths_differ() {
-        let body = send_custom_code_request(&pb::SendCustomCodeRequest {
-            app_id: "mRELxtHc".into(),
-            template_id: "455".into(),
-            flow_id: "77".into(),
-            code: "1".into(),
-            phone_number: "+91 856 321 412".into(),
-            channel: pb::Channel::Sna as i32,
-            order_id: "o".repeat(64),
-            ..Default::default()
-        })
-        .expect("valid");
+        let body = send_custom_code_request(
+            &pb::SendCustomCodeRequest {
+                app_id: "mRELxtHc".into(),
+                template_id: "455".into(),
+                flow_id: "77".into(),
+                code: "1".into(),
+                phone_number: "+91 98563 21412".into(),
+                channel: pb::Channel::Sna as i32,
+                order_id: "o".repeat(64),
+                ..Default::default()
+            },
+            &E164,
+        )
+        .expect("valid")
+        .0;
         assert_eq!(
             body,
             wire::SendRequest {
@@ -296,25 +351,32 @@ mod tests {
                 template_id: Some(455),
                 code: Some("1".into()),
                 flow_id: Some(77),
-                to: "91856321412".into(),
+                to: "919856321412".into(),
                 channel: Some("sna".into()),
                 order_id: Some("o".repeat(64)),
             }
         );
-        let no_template = send_custom_code_request(&pb::SendCustomCodeRequest {
-            app_id: "mRELxtHc".into(),
-            code: "A1B2C3".into(),
-            phone_number: "91856321412".into(),
-            ..Default::default()
-        })
-        .expect("the template is optional");
+        let no_template = send_custom_code_request(
+            &pb::SendCustomCodeRequest {
+                app_id: "mRELxtHc".into(),
+                code: "A1B2C3".into(),
+                phone_number: "+919856321412".into(),
+                ..Default::default()
+            },
+            &E164,
+        )
+        .expect("the template is optional")
+        .0;
         assert_eq!(no_template.template_id, None);
-        let err = send_custom_code_request(&pb::SendCustomCodeRequest {
-            app_id: "mRELxtHc".into(),
-            code: "12345678901".into(),
-            phone_number: "91856321412".into(),
-            ..Default::default()
-        })
+        let err = send_custom_code_request(
+            &pb::SendCustomCodeRequest {
+                app_id: "mRELxtHc".into(),
+                code: "12345678901".into(),
+                phone_number: "+919856321412".into(),
+                ..Default::default()
+            },
+            &E164,
+        )
         .expect_err("code too long");
         assert_eq!(fields(err), ["code"]);
         let err = check_request(&pb::CheckVerificationRequest {
@@ -441,124 +503,84 @@ mod tests {
 
     #[test]
     fn conversion_time_is_sent_in_milliseconds() {
-        let body = conversion_request(&pb::ReportConversionRequest {
-            app_id: "mRELxtHc".into(),
-            verification_id: "22206051443051000003".into(),
-            phone_number: String::new(),
-            time: Some(Timestamp {
-                seconds: 1_681_184_764,
-                nanos: 0,
-            }),
-        })
+        let body = conversion_request(
+            &pb::ReportConversionRequest {
+                app_id: "mRELxtHc".into(),
+                verification_id: "22206051443051000003".into(),
+                phone_number: String::new(),
+                time: Some(Timestamp {
+                    seconds: 1_681_184_764,
+                    nanos: 0,
+                }),
+            },
+            &E164,
+        )
         .expect("valid");
         assert_eq!(body.time, "1681184764000");
         assert_eq!(body.number, None);
     }
 
     #[test]
-    fn counts_are_bounded_and_consistent() {
-        let with_counts = |conversions: Option<u64>, base: Option<u64>| {
-            conversion_rate_request(&pb::ReportConversionRateRequest {
-                conversion_count: conversions,
-                base_count: base,
-                ..rate_request("460")
-            })
+    fn phone_numbers_are_parsed_for_real_and_refused_with_a_reason() {
+        let send = |phone: &str, rules: &PhoneRules| {
+            send_request(
+                &pb::SendVerificationRequest {
+                    app_id: "mRELxtHc".into(),
+                    template_id: "455".into(),
+                    phone_number: phone.into(),
+                    ..Default::default()
+                },
+                rules,
+            )
         };
-        for (conversions, base) in [
-            (None, None),
-            (Some(0), Some(1)),
-            (Some(5), Some(5)),
-            (Some(MAX_COUNT), Some(MAX_COUNT)),
-            (Some(3), None),
-            (None, Some(MAX_COUNT)),
-        ] {
-            with_counts(conversions, base).expect("valid counts");
-        }
-        for (conversions, base, bad) in [
-            (
-                Some(u64::MAX),
-                Some(0),
-                &["conversion_count", "base_count"][..],
-            ),
-            (Some(1), Some(0), &["conversion_count", "base_count"]),
-            (None, Some(0), &["base_count"]),
-            (Some(MAX_COUNT + 1), None, &["conversion_count"]),
-            (
-                Some(MAX_COUNT + 1),
-                Some(MAX_COUNT + 2),
-                &["conversion_count", "base_count"],
-            ),
-            (None, Some(MAX_COUNT + 1), &["base_count"]),
-            (Some(6), Some(5), &["conversion_count"]),
-            (Some(MAX_COUNT), Some(5), &["conversion_count"]),
-        ] {
-            let err = with_counts(conversions, base).expect_err("invalid counts");
-            assert_eq!(fields(err), bad, "{conversions:?} / {base:?}");
-        }
-    }
-
-    #[test]
-    fn report_times_must_be_plausible() {
-        let at = |seconds: i64| Some(Timestamp { seconds, nanos: 0 });
-        let in_a_week = (Utc::now() + chrono::TimeDelta::days(7)).timestamp();
-        for time in [at(0), at(253_402_300_799), at(in_a_week), None] {
-            let err = conversion_request(&pb::ReportConversionRequest {
+        let description = |err: ServiceError| match err {
+            ServiceError::InvalidArgument(list) => {
+                assert_eq!(list.len(), 1);
+                assert_eq!(list[0].field, "phone_number");
+                list[0].description.clone()
+            }
+            other => panic!("expected invalid argument, got {other:?}"),
+        };
+        let local = description(send("(555) 123-4567", &E164).expect_err("no country code"));
+        assert!(local.contains("E.164"), "{local}");
+        let test = description(send("+999 00 1234 5678", &E164).expect_err("live"));
+        assert!(test.contains("sandbox"), "{test}");
+        let unassigned = description(send("+1 555 123 4567", &E164).expect_err("unassigned"));
+        assert!(unassigned.contains("assigned"), "{unassigned}");
+        let sandbox = PhoneRules {
+            default_region: None,
+            test_numbers: true,
+        };
+        let (body, destination) = send("+999 00 1234 5678", &sandbox).expect("test number");
+        assert_eq!(body.to, "9990012345678");
+        assert_eq!(destination.country, crate::phone::TEST_COUNTRY);
+        let report = conversion_request(
+            &pb::ReportConversionRequest {
                 app_id: "mRELxtHc".into(),
                 verification_id: "22206051443051000003".into(),
-                phone_number: String::new(),
-                time,
-            })
-            .expect_err("implausible time");
-            assert_eq!(fields(err), ["time"]);
-            let err = conversion_rate_request(&pb::ReportConversionRateRequest {
-                callback_time: time,
-                ..rate_request("460")
-            })
-            .expect_err("implausible time");
-            assert_eq!(fields(err), ["callback_time"]);
-        }
-    }
-
-    #[test]
-    fn ids_and_codes_are_checked_by_shape() {
-        let long_id = "9".repeat(60_000);
-        for (verification_id, code, bad) in [
-            (long_id.as_str(), "1234", &["verification_id"][..]),
-            ("2220605144\r\n3051000003", "1234", &["verification_id"]),
-            ("22206051443051000003", "12\u{0}34", &["code"]),
-            ("22206051443051000003", "\u{202E}1234", &["code"]),
-        ] {
-            let err = check_request(&pb::CheckVerificationRequest {
-                verification_id: verification_id.into(),
-                code: code.into(),
-            })
-            .expect_err("invalid");
-            assert_eq!(fields(err), bad);
-        }
-        let err = resend_request(&pb::ResendVerificationRequest {
-            verification_id: long_id.clone(),
-            ..Default::default()
-        })
-        .expect_err("too long");
-        assert_eq!(fields(err), ["verification_id"]);
-        let err = conversion_request(&pb::ReportConversionRequest {
-            app_id: "x".repeat(1 << 20),
-            verification_id: "x\u{7}".into(),
-            phone_number: String::new(),
-            time: Some(Timestamp {
-                seconds: 1_681_184_764,
-                nanos: 0,
-            }),
-        })
+                phone_number: "+44 7400 123456".into(),
+                time: Some(Timestamp {
+                    seconds: Utc::now().timestamp(),
+                    nanos: 0,
+                }),
+            },
+            &E164,
+        )
+        .expect("valid");
+        assert_eq!(report.number.as_deref(), Some("447400123456"));
+        let err = conversion_request(
+            &pb::ReportConversionRequest {
+                app_id: "mRELxtHc".into(),
+                verification_id: "22206051443051000003".into(),
+                phone_number: "0740".into(),
+                time: Some(Timestamp {
+                    seconds: Utc::now().timestamp(),
+                    nanos: 0,
+                }),
+            },
+            &E164,
+        )
         .expect_err("invalid");
-        assert_eq!(fields(err), ["app_id", "verification_id"]);
-        let err = send_custom_code_request(&pb::SendCustomCodeRequest {
-            app_id: "mREL\u{1b}tHc".into(),
-            code: "12\n34".into(),
-            phone_number: "91856321412".into(),
-            ..Default::default()
-        })
-        .expect_err("invalid");
-        assert_eq!(fields(err), ["app_id", "code"]);
+        assert_eq!(fields(err), ["phone_number"]);
     }
 }

@@ -38,7 +38,6 @@ use crate::{
     error::{SendError, ServiceError},
     quota::SendQuota,
     store::{Key, Put, SharedStore},
-    upstream::UpstreamError,
 };
 use record::{Record, Stage, lease_until, now_ms};
 pub use request_id::RequestId;
@@ -147,7 +146,7 @@ impl Sends {
     pub async fn run<M, F>(&self, attempt: SendAttempt, send: F) -> Result<M, ServiceError>
     where
         M: Message + Default + 'static,
-        F: Future<Output = Result<M, UpstreamError>> + Send + 'static,
+        F: Future<Output = Result<M, ServiceError>> + Send + 'static,
     {
         let Some(request_id) = &attempt.request_id else {
             self.quota.admit(&attempt.caller).await?;
@@ -200,7 +199,7 @@ impl Sends {
     ) -> Result<M, ServiceError>
     where
         M: Message + Default + 'static,
-        F: Future<Output = Result<M, UpstreamError>> + Send + 'static,
+        F: Future<Output = Result<M, ServiceError>> + Send + 'static,
     {
         if let Err(refused) = self.quota.admit(&attempt.caller).await {
             self.release(&key).await;
@@ -212,7 +211,7 @@ impl Sends {
             let result = send.await;
             let (stage, response) = match &result {
                 Ok(response) => (Some(Stage::Done), response.encode_to_vec()),
-                Err(error) if error.may_have_been_processed() => {
+                Err(ServiceError::Upstream(error)) if error.may_have_been_processed() => {
                     (Some(Stage::OutcomeUnknown), Vec::new())
                 }
                 Err(_) => (None, Vec::new()),
@@ -292,15 +291,16 @@ fn settled<M: Message + Default>(
     }
 }
 
-/// An upstream failure of a send, with the lookup attached when it may have been processed.
-fn failed(error: UpstreamError, lookup: &Lookup) -> ServiceError {
-    if error.may_have_been_processed() {
-        ServiceError::UncertainSend {
-            error,
-            lookup: lookup.clone(),
+/// A failed send, with the lookup attached when ITNIO may have processed it.
+fn failed(error: ServiceError, lookup: &Lookup) -> ServiceError {
+    match error {
+        ServiceError::Upstream(error) if error.may_have_been_processed() => {
+            ServiceError::UncertainSend {
+                error,
+                lookup: lookup.clone(),
+            }
         }
-    } else {
-        ServiceError::Upstream(error)
+        other => other,
     }
 }
 
@@ -316,7 +316,7 @@ mod tests {
     use crate::{
         proto::v1::SendVerificationResponse,
         store::{MemoryStore, testing::Down},
-        upstream::Endpoint,
+        upstream::{Endpoint, UpstreamError},
     };
 
     const ID: &str = "123e4567-e89b-12d3-a456-426614174000";
@@ -342,12 +342,11 @@ mod tests {
     fn counted(
         calls: &Arc<AtomicU32>,
         result: Result<SendVerificationResponse, UpstreamError>,
-    ) -> impl Future<Output = Result<SendVerificationResponse, UpstreamError>> + Send + 'static
-    {
+    ) -> impl Future<Output = Result<SendVerificationResponse, ServiceError>> + Send + 'static {
         let calls = Arc::clone(calls);
         async move {
             calls.fetch_add(1, Ordering::SeqCst);
-            result
+            result.map_err(ServiceError::from)
         }
     }
 

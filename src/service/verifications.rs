@@ -2,6 +2,7 @@
 //!
 //! The three sends run through [`Sends`]: deduplicated by `request_id`, counted against the
 //! caller's quota, and given an order id when the caller has none, so every send can be found.
+//! Inside that, the send [`Guard`] decides before ITNIO is called (and checks are capped by it).
 
 use std::time::Duration;
 
@@ -11,8 +12,10 @@ use crate::{
     accounts::Accounts,
     caller::Caller,
     convert::verifications::{self as convert, Sent},
+    guard::{Admission, Guard, PendingSend, SendTarget},
     idempotency::{self, Lookup, RequestId, SendAttempt, Sends},
-    proto::v1::{self as pb, verification_service_server::VerificationService},
+    phone::PhoneRules,
+    proto::v1::{self as pb, MatchState, verification_service_server::VerificationService},
 };
 
 use super::deadline;
@@ -22,12 +25,20 @@ use super::deadline;
 pub struct VerificationApi {
     accounts: Accounts,
     sends: Sends,
+    guard: Guard,
+    phones: PhoneRules,
 }
 
 impl VerificationApi {
-    /// A service calling ITNIO on each caller's account, its sends run through `sends`.
-    pub fn new(accounts: Accounts, sends: Sends) -> Self {
-        Self { accounts, sends }
+    /// A service calling ITNIO on each caller's account, its sends run through `sends` and
+    /// `guard`, phone numbers read by `phones`.
+    pub fn new(accounts: Accounts, sends: Sends, guard: Guard, phones: PhoneRules) -> Self {
+        Self {
+            accounts,
+            sends,
+            guard,
+            phones,
+        }
     }
 }
 
@@ -69,17 +80,44 @@ impl SendContext {
     }
 }
 
-/// The three send responses share their fields.
+/// What the guard keeps of a send, to answer later sends while it is pending.
+fn pending_send(sent: Sent, order_id: String) -> PendingSend {
+    PendingSend {
+        verification_id: sent.verification_id,
+        phone_number: sent.phone_number,
+        channel: sent.channel,
+        sna_url: sent.sna_url,
+        order_id,
+    }
+}
+
+/// The two send responses share their fields; `pending` says whether it is the pending one.
 macro_rules! sent_response {
-    ($response:ident, $sent:expr, $order_id:expr) => {{
-        let sent: Sent = $sent;
+    ($response:ident, $send:expr, $pending:expr) => {{
+        let send: PendingSend = $send;
         pb::$response {
-            verification_id: sent.verification_id,
-            phone_number: sent.phone_number,
-            channel: sent.channel,
-            sna_url: sent.sna_url,
-            order_id: $order_id,
+            verification_id: send.verification_id,
+            phone_number: send.phone_number,
+            channel: send.channel,
+            sna_url: send.sna_url,
+            order_id: send.order_id,
+            pending: $pending,
         }
+    }};
+}
+
+/// Runs a send through the guard: the pending verification, a refusal, or `send` (whose
+/// response is recorded as the new pending one).
+macro_rules! guarded_send {
+    ($guard:expr, $target:expr, $response:ident, $send:expr) => {{
+        let guard: Guard = $guard;
+        let permit = match guard.admit_send($target).await? {
+            Admission::Pending(pending) => return Ok(sent_response!($response, pending, true)),
+            Admission::Send(permit) => permit,
+        };
+        let send: PendingSend = $send;
+        guard.sent(permit, send.clone()).await;
+        Ok(sent_response!($response, send, false))
     }};
 }
 
@@ -92,7 +130,14 @@ impl VerificationService for VerificationApi {
         let upstream = self.accounts.client_for(&request)?;
         let context = SendContext::of(&request, &request.get_ref().request_id);
         let request = request.into_inner();
-        let mut body = convert::send_request(&request)?;
+        let (mut body, destination) = convert::send_request(&request, &self.phones)?;
+        let target = SendTarget {
+            app_id: body.app_id.clone(),
+            caller: context.caller.clone(),
+            destination,
+            custom_code: None,
+            replace_pending: request.replace_pending,
+        };
         let fingerprint = idempotency::fingerprint(
             "SendVerification",
             &pb::SendVerificationRequest {
@@ -103,13 +148,12 @@ impl VerificationService for VerificationApi {
         let attempt = context.with_order_id(fingerprint, &mut body.order_id);
         let deadline = attempt.deadline;
         let order_id = attempt.lookup.value.clone();
+        let guard = self.guard.clone();
         let send = async move {
-            let sent = upstream.send_verification(&body, deadline).await?;
-            Ok(sent_response!(
-                SendVerificationResponse,
-                convert::sent_from_wire(sent),
-                order_id
-            ))
+            guarded_send!(guard, target, SendVerificationResponse, {
+                let sent = upstream.send_verification(&body, deadline).await?;
+                pending_send(convert::sent_from_wire(sent), order_id)
+            })
         };
         Ok(Response::new(self.sends.run(attempt, send).await?))
     }
@@ -121,7 +165,14 @@ impl VerificationService for VerificationApi {
         let upstream = self.accounts.client_for(&request)?;
         let context = SendContext::of(&request, &request.get_ref().request_id);
         let request = request.into_inner();
-        let mut body = convert::send_custom_code_request(&request)?;
+        let (mut body, destination) = convert::send_custom_code_request(&request, &self.phones)?;
+        let target = SendTarget {
+            app_id: body.app_id.clone(),
+            caller: context.caller.clone(),
+            destination,
+            custom_code: Some(request.code.clone()),
+            replace_pending: request.replace_pending,
+        };
         let fingerprint = idempotency::fingerprint(
             "SendCustomCode",
             &pb::SendCustomCodeRequest {
@@ -132,13 +183,12 @@ impl VerificationService for VerificationApi {
         let attempt = context.with_order_id(fingerprint, &mut body.order_id);
         let deadline = attempt.deadline;
         let order_id = attempt.lookup.value.clone();
+        let guard = self.guard.clone();
         let send = async move {
-            let sent = upstream.send_custom_code(&body, deadline).await?;
-            Ok(sent_response!(
-                SendCustomCodeResponse,
-                convert::sent_from_wire(sent),
-                order_id
-            ))
+            guarded_send!(guard, target, SendCustomCodeResponse, {
+                let sent = upstream.send_custom_code(&body, deadline).await?;
+                pending_send(convert::sent_from_wire(sent), order_id)
+            })
         };
         Ok(Response::new(self.sends.run(attempt, send).await?))
     }
@@ -160,17 +210,26 @@ impl VerificationService for VerificationApi {
         );
         // ITNIO's resend takes no order id: the original verification is how to look it up.
         let lookup = Lookup::verification_id(body.verification_id.clone());
+        let caller = context.caller.clone();
         let attempt = context.attempt(fingerprint, lookup);
         let deadline = attempt.deadline;
+        let guard = self.guard.clone();
         let send = async move {
+            let original = guard.admit_resend(&body.verification_id, &caller).await?;
             let sent = upstream.resend_verification(&body, deadline).await?;
             let sent = convert::sent_from_wire(sent);
-            Ok(pb::ResendVerificationResponse {
-                verification_id: sent.verification_id,
-                phone_number: sent.phone_number,
+            let response = pb::ResendVerificationResponse {
+                verification_id: sent.verification_id.clone(),
+                phone_number: sent.phone_number.clone(),
                 channel: sent.channel,
-                sna_url: sent.sna_url,
-            })
+                sna_url: sent.sna_url.clone(),
+            };
+            if let Some(original) = original {
+                guard
+                    .resent(original, &caller, pending_send(sent, String::new()))
+                    .await;
+            }
+            Ok(response)
         };
         Ok(Response::new(self.sends.run(attempt, send).await?))
     }
@@ -180,12 +239,20 @@ impl VerificationService for VerificationApi {
         request: Request<pb::CheckVerificationRequest>,
     ) -> Result<Response<pb::CheckVerificationResponse>, Status> {
         let body = convert::check_request(request.get_ref())?;
-        let result = self
-            .accounts
-            .client_for(&request)?
+        let upstream = self.accounts.client_for(&request)?;
+        let ticket = self
+            .guard
+            .admit_check(&body.verification_id, &Caller::of(&request))
+            .await?;
+        let result = upstream
             .check_verification(&body, deadline(&request))
             .await?;
         let response = convert::check_from_wire(result, &body.verification_id);
+        let settled = !matches!(
+            response.match_state(),
+            MatchState::WrongCode | MatchState::Sending | MatchState::Unspecified
+        );
+        self.guard.checked(ticket, settled).await;
         Ok(Response::new(response))
     }
 
@@ -193,7 +260,7 @@ impl VerificationService for VerificationApi {
         &self,
         request: Request<pb::ReportConversionRequest>,
     ) -> Result<Response<pb::ReportConversionResponse>, Status> {
-        let body = convert::conversion_request(request.get_ref())?;
+        let body = convert::conversion_request(request.get_ref(), &self.phones)?;
         self.accounts
             .client_for(&request)?
             .report_conversion(&body, deadline(&request))

@@ -34,6 +34,12 @@ pub const WATCH_STREAMS: &str = "itnio_watch_streams_open";
 pub const WATCH_POLLERS: &str = "itnio_watch_pollers_active";
 /// Record polls made by WatchRecord pollers.
 pub const WATCH_POLLS: &str = "itnio_watch_polls_total";
+/// Calls the send guard refused (or, in dry-run, would have), by `reason`, `country` (ISO
+/// 3166 code: bounded) and `dry_run`.
+pub const GUARD_REFUSALS: &str = "itnio_guard_refusals_total";
+/// Sends answered with the verification already pending for the number and app, by `country`
+/// and `dry_run`.
+pub const GUARD_PENDING_RETURNED: &str = "itnio_guard_pending_returned_total";
 /// Always 1, labelled with `version` and `mode` (live or sandbox).
 pub const BUILD_INFO: &str = "itnio_otp_grpc_build_info";
 
@@ -95,6 +101,30 @@ fn describe() {
     describe_gauge!(WATCH_POLLERS, "record pollers running");
     describe_counter!(WATCH_POLLS, "record polls made by WatchRecord pollers");
     describe_gauge!(BUILD_INFO, "build version and ITNIO mode (live or sandbox)");
+    describe_counter!(
+        GUARD_REFUSALS,
+        "calls the send guard refused (dry_run=true: would have), by reason and country"
+    );
+    describe_counter!(
+        GUARD_PENDING_RETURNED,
+        "sends answered with the verification pending for the number and app, by country"
+    );
+}
+
+fn dry_run_label(dry_run: bool) -> &'static str {
+    if dry_run { "true" } else { "false" }
+}
+
+/// The send guard refused a call (or would have, in dry-run).
+pub(crate) fn guard_refusal(reason: &'static str, country: &str, dry_run: bool) {
+    counter!(GUARD_REFUSALS, "reason" => reason, "country" => country.to_owned(), "dry_run" => dry_run_label(dry_run))
+        .increment(1);
+}
+
+/// The send guard answered a send with the pending verification (or would have, in dry-run).
+pub(crate) fn guard_pending_returned(country: &str, dry_run: bool) {
+    counter!(GUARD_PENDING_RETURNED, "country" => country.to_owned(), "dry_run" => dry_run_label(dry_run))
+        .increment(1);
 }
 
 /// Publishes the build info gauge for the mode this process serves.

@@ -10,6 +10,8 @@ use hyper_util::{
 };
 use itnio_otp_grpc::{
     config::{Secret, ServeConfig, UpstreamTarget},
+    guard::Policy,
+    phone::PhoneRules,
     proto::v1::{
         self as pb, app_service_client::AppServiceClient, flow_service_client::FlowServiceClient,
         record_service_client::RecordServiceClient, template_service_client::TemplateServiceClient,
@@ -34,6 +36,8 @@ pub const TEST_CODE: &str = "1234";
 pub struct TestApp {
     pub addr: SocketAddr,
     pub sandbox: Sandbox,
+    /// Where the sandbox answers, for more servers on the same sandbox.
+    pub sandbox_url: String,
     pub channel: Channel,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
@@ -105,6 +109,17 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
+/// Like [`spawn_app`], with the send guard in dry-run (it logs and counts, refuses nothing): for
+/// tests that send to one number many times on purpose to exercise the upstream (its error
+/// mapping, its own limits), not the guard.
+pub async fn spawn_app_unguarded() -> TestApp {
+    spawn_app_custom(
+        |_| {},
+        |config| config.guard = Policy::default().with_dry_run(true),
+    )
+    .await
+}
+
 /// Like [`spawn_app`], with a chance to adjust the sandbox configuration.
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut SandboxConfig)) -> TestApp {
     spawn_app_custom(adjust, |_| {}).await
@@ -138,6 +153,7 @@ pub async fn spawn_app_custom(
     TestApp {
         addr,
         sandbox,
+        sandbox_url: base_url,
         channel: connect(addr).await,
         stop: Some(stop_tx),
         server: Some(server),
@@ -165,6 +181,12 @@ pub fn upstream_config(base_url: &str) -> ServeConfig {
         },
         security: Default::default(),
         store: Default::default(),
+        guard: Default::default(),
+        // The servers of these tests call a sandbox as if it were ITNIO: its test numbers apply.
+        phones: PhoneRules {
+            default_region: None,
+            test_numbers: true,
+        },
     }
 }
 

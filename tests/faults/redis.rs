@@ -79,8 +79,14 @@ pub struct Replica {
 }
 
 impl Replica {
-    /// Starts the binary against ITNIO at `base_url`, sharing state in `redis_url`.
+    /// Starts the binary against ITNIO at `base_url`, sharing state in `redis_url`, with the
+    /// send guard in dry-run: these replicas resend to one number on purpose.
     pub async fn start(base_url: &str, redis_url: &str) -> Self {
+        Self::start_with(base_url, redis_url, &[("GUARD_DRY_RUN", "true")]).await
+    }
+
+    /// Like [`Replica::start`], with the send guard as `envs` set it.
+    pub async fn start_with(base_url: &str, redis_url: &str, envs: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_itnio-otp-grpc"))
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -92,7 +98,10 @@ impl Replica {
             .env("ITNIO_API_SECRET", crate::common::API_SECRET)
             .env("ITNIO_TIMEOUT", "5s")
             .env("REDIS_URL", redis_url)
+            // The sandbox behind the proxy is called as ITNIO: its test numbers apply.
+            .env("ALLOW_TEST_NUMBERS", "true")
             .env("RUST_LOG", "info")
+            .envs(envs.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)

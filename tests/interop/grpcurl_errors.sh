@@ -35,7 +35,7 @@ trap 'for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 
 pids+=($!)
 sandbox="$(addr_of "$logs/errors-sandbox.log" 'ITNIO sandbox listening')"
 
-env -u ITNIO_API_SECRET_FILE ITNIO_MODE=live ITNIO_API_KEY=sandbox-key ITNIO_API_SECRET=sandbox-secret \
+env -u ITNIO_API_SECRET_FILE ITNIO_MODE=live ITNIO_API_KEY=sandbox-key ITNIO_API_SECRET=sandbox-secret ALLOW_TEST_NUMBERS=true \
   ITNIO_BASE_URL="http://$sandbox" GRPC_LISTEN_ADDR=127.0.0.1:0 METRICS_LISTEN_ADDR=127.0.0.1:0 ALLOW_UNAUTHENTICATED=true \
   "$bin" 2>"$logs/errors-facade.log" &
 pids+=($!)
