@@ -160,6 +160,8 @@ pub fn upstream_config(base_url: &str) -> ServeConfig {
         },
         security: Default::default(),
         store: Default::default(),
+        transport: Default::default(),
+        upstream_concurrency: Default::default(),
     }
 }
 
