@@ -268,6 +268,55 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_lane_arriving_behind_a_backlog_gets_the_next_turn() {
+        let budget = PollBudget::new(10, memory());
+        let greedy = Watcher::Caller("greedy".into());
+        let done = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        for _ in 0..50 {
+            let (budget, greedy, done) = (budget.clone(), greedy.clone(), Arc::clone(&done));
+            tokio::spawn(async move {
+                budget.acquire(&greedy).await;
+                done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            });
+        }
+        // Let the backlog form: the burst token went to the first greedy poller.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let started = tokio::time::Instant::now();
+        tokio::time::timeout(Duration::from_secs(1), budget.acquire(&lane()))
+            .await
+            .expect("the fresh lane's turn comes after one round, not after 49 polls");
+        // One token every 100 ms: its turn is the next one (or the one after, if a greedy
+        // poller's turn was already due).
+        assert!(
+            started.elapsed() <= Duration::from_millis(210),
+            "{:?}",
+            started.elapsed()
+        );
+        let served = done.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(served <= 3, "{served} greedy polls went first");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_poller_that_stopped_waiting_costs_no_token() {
+        let budget = PollBudget::new(10, memory());
+        budget.acquire(&lane()).await; // the burst token
+        let gone = Watcher::Caller("gone".into());
+        // Twenty pollers that give up at once (their watches ended).
+        for _ in 0..20 {
+            let waiting = tokio::time::timeout(Duration::from_millis(1), budget.acquire(&gone));
+            assert!(waiting.await.is_err());
+        }
+        let started = tokio::time::Instant::now();
+        budget.acquire(&lane()).await;
+        // The next token (100 ms) goes to the live poller, not to the twenty gone ones.
+        assert!(
+            started.elapsed() <= Duration::from_millis(110),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn replicas_sharing_a_store_share_the_cap() {
         // Two replicas, each with its own bucket, one store: 20 polls/s together, not 40.
         let store = memory();

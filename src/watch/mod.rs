@@ -371,3 +371,75 @@ impl StreamState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{store::MemoryStore, upstream::UpstreamConfig};
+
+    fn hub(max_records_per_caller: usize) -> (WatchHub, watch::Sender<bool>) {
+        let (stop_tx, stop) = watch::channel(false);
+        let config = WatchConfig {
+            max_records_per_caller,
+            ..WatchConfig::default()
+        };
+        (
+            WatchHub::new(config, stop, Arc::new(MemoryStore::default())),
+            stop_tx,
+        )
+    }
+
+    fn upstream() -> UpstreamClient {
+        // Nothing listens there: polls fail and retry, the streams stay open.
+        UpstreamClient::new(UpstreamConfig {
+            base_url: "http://127.0.0.1:9".into(),
+            api_key: "k".into(),
+            api_secret: "s".into(),
+            timeout: Duration::from_secs(1),
+        })
+        .expect("client")
+    }
+
+    fn open(hub: &WatchHub, who: &Watcher, id: &str) -> Result<RecordStream, LimitError> {
+        let key = WatchKey::Verification(id.into());
+        hub.watch(who.clone(), "default", upstream(), key, None)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_watcher_follows_at_most_its_cap_of_distinct_records() {
+        let (hub, _stop) = hub(2);
+        let alice = Watcher::Caller("alice".into());
+        let bob = Watcher::Connection(None);
+        let a = open(&hub, &alice, "1").expect("first");
+        let a_again = open(&hub, &alice, "1").expect("the same record again");
+        let b = open(&hub, &alice, "2").expect("second");
+        assert_eq!(hub.records_watched_by(&alice), 2);
+        assert!(matches!(
+            open(&hub, &alice, "3"),
+            Err(LimitError::TooManyWatchedRecords { limit: 2 })
+        ));
+        let _bobs = open(&hub, &bob, "3").expect("another watcher's own cap");
+        // One of two streams on a record ending keeps the record counted.
+        drop(a);
+        assert_eq!(hub.records_watched_by(&alice), 2);
+        assert!(open(&hub, &alice, "3").is_err());
+        drop(a_again);
+        assert_eq!(hub.records_watched_by(&alice), 1);
+        let _c = open(&hub, &alice, "3").expect("a freed slot");
+        drop(b);
+        assert_eq!(hub.records_watched_by(&alice), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_watcher_leaves_nothing_behind() {
+        let (hub, _stop) = hub(1);
+        let carol = Watcher::Caller("carol".into());
+        let only = open(&hub, &carol, "1").expect("first");
+        assert!(open(&hub, &carol, "2").is_err());
+        drop(only);
+        assert_eq!(hub.records_watched_by(&carol), 0);
+        assert!(lock(&hub.shared.watched).is_empty());
+    }
+}
