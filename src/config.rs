@@ -165,6 +165,10 @@ struct TransportArgs {
     /// A connection without any call in progress for this long is closed.
     #[arg(long, env = "GRPC_IDLE_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
     idle_timeout: Duration,
+    /// Time a call has, after its headers, to send its whole request message; a slower one
+    /// fails with DEADLINE_EXCEEDED (reason REQUEST_BODY_TIMEOUT).
+    #[arg(long, env = "GRPC_REQUEST_BODY_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    request_body_timeout: Duration,
     /// How often an HTTP/2 PING checks that a client is still there.
     #[arg(long, env = "GRPC_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     keepalive_interval: Duration,
@@ -556,6 +560,7 @@ impl TransportArgs {
         let durations = [
             (self.handshake_timeout, "GRPC_HANDSHAKE_TIMEOUT"),
             (self.idle_timeout, "GRPC_IDLE_TIMEOUT"),
+            (self.request_body_timeout, "GRPC_REQUEST_BODY_TIMEOUT"),
             (self.keepalive_interval, "GRPC_KEEPALIVE_INTERVAL"),
             (self.keepalive_timeout, "GRPC_KEEPALIVE_TIMEOUT"),
         ];
@@ -570,6 +575,7 @@ impl TransportArgs {
             max_connections: at_least_one(self.max_connections, "GRPC_MAX_CONNECTIONS")?,
             handshake_timeout: self.handshake_timeout,
             idle_timeout: self.idle_timeout,
+            request_body_timeout: self.request_body_timeout,
             keepalive_interval: self.keepalive_interval,
             keepalive_timeout: self.keepalive_timeout,
             max_message_bytes: at_least_one(self.max_message_bytes, "GRPC_MAX_MESSAGE_BYTES")?,
@@ -972,6 +978,8 @@ mod tests {
             "2s",
             "--idle-timeout",
             "3s",
+            "--request-body-timeout",
+            "6s",
             "--keepalive-interval",
             "4s",
             "--keepalive-timeout",
@@ -992,6 +1000,7 @@ mod tests {
                 max_connections: 8,
                 handshake_timeout: Duration::from_secs(2),
                 idle_timeout: Duration::from_secs(3),
+                request_body_timeout: Duration::from_secs(6),
                 keepalive_interval: Duration::from_secs(4),
                 keepalive_timeout: Duration::from_secs(5),
                 max_message_bytes: 9,
@@ -1023,6 +1032,7 @@ mod tests {
         for (flag, name) in [
             ("--handshake-timeout", "GRPC_HANDSHAKE_TIMEOUT"),
             ("--idle-timeout", "GRPC_IDLE_TIMEOUT"),
+            ("--request-body-timeout", "GRPC_REQUEST_BODY_TIMEOUT"),
             ("--keepalive-interval", "GRPC_KEEPALIVE_INTERVAL"),
             ("--keepalive-timeout", "GRPC_KEEPALIVE_TIMEOUT"),
         ] {

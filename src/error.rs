@@ -103,6 +103,13 @@ pub enum LimitError {
         /// The limit in bytes.
         limit: usize,
     },
+    /// A request whose message did not arrive whole within `GRPC_REQUEST_BODY_TIMEOUT` of its
+    /// headers.
+    #[error("request body not received within {timeout:?}")]
+    RequestBodyTimeout {
+        /// The timeout.
+        timeout: Duration,
+    },
     /// The caller already watches `WATCH_MAX_RECORDS_PER_CALLER` distinct records.
     #[error("caller watches too many records")]
     TooManyWatchedRecords {
@@ -136,12 +143,25 @@ impl From<LimitError> for Status {
                     limit,
                 )
             }
+            LimitError::RequestBodyTimeout { timeout } => return request_body_timeout(timeout),
         };
         details.add_quota_failure_violation(subject, description);
         let metadata = HashMap::from([("limit".to_owned(), limit.to_string())]);
         details.set_error_info(reason, ERROR_DOMAIN, metadata);
         Status::with_error_details(Code::ResourceExhausted, message, details)
     }
+}
+
+/// A stream that sent its headers but not its whole request in time: no quota, a slow client.
+fn request_body_timeout(timeout: Duration) -> Status {
+    let millis = timeout.as_millis().to_string();
+    let metadata = HashMap::from([("timeout_ms".to_owned(), millis)]);
+    let details = ErrorDetails::with_error_info("REQUEST_BODY_TIMEOUT", ERROR_DOMAIN, metadata);
+    let message = format!(
+        "the request message did not arrive within {} ms of its headers",
+        timeout.as_millis()
+    );
+    Status::with_error_details(Code::DeadlineExceeded, message, details)
 }
 
 /// How one upstream business status is presented.
@@ -513,20 +533,18 @@ mod tests {
         let cases = [
             (
                 LimitError::MessageTooLarge { limit: 1024 },
+                1024,
                 "MESSAGE_TOO_LARGE",
                 None,
             ),
             (
                 LimitError::TooManyWatchedRecords { limit: 3 },
+                3,
                 "WATCH_RECORD_LIMIT_EXCEEDED",
                 Some(Duration::from_secs(1)),
             ),
         ];
-        for (error, reason, retry) in cases {
-            let limit = match &error {
-                LimitError::MessageTooLarge { limit }
-                | LimitError::TooManyWatchedRecords { limit } => *limit,
-            };
+        for (error, limit, reason, retry) in cases {
             let status = Status::from(error);
             assert_eq!(status.code(), Code::ResourceExhausted, "{reason}");
             assert!(status.message().contains(&limit.to_string()), "{reason}");
@@ -542,6 +560,20 @@ mod tests {
                 "{reason}"
             );
         }
+    }
+
+    #[test]
+    fn a_slow_request_body_is_deadline_exceeded() {
+        let status = Status::from(LimitError::RequestBodyTimeout {
+            timeout: Duration::from_millis(1500),
+        });
+        assert_eq!(status.code(), Code::DeadlineExceeded);
+        assert!(status.message().contains("1500 ms"), "{}", status.message());
+        let details = status.get_error_details();
+        let info = details.error_info().expect("error info");
+        assert_eq!(info.reason, "REQUEST_BODY_TIMEOUT");
+        assert_eq!(info.metadata["timeout_ms"], "1500");
+        assert!(details.quota_failure().is_none());
     }
 
     #[test]

@@ -185,7 +185,10 @@ pub async fn serve(
         .max_concurrent_streams(limits.max_concurrent_streams)
         .http2_keepalive_interval(Some(limits.keepalive_interval))
         .http2_keepalive_timeout(Some(limits.keepalive_timeout))
-        .layer(StreamLayer::new(connections.clone()))
+        .layer(StreamLayer::new(
+            connections.clone(),
+            limits.request_body_timeout,
+        ))
         .layer(RpcLayer::new(mode.as_str()))
         .layer(AuthLayer::new(access))
         .layer(MessageSizeLayer::new(max_message))

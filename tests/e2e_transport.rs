@@ -261,9 +261,14 @@ async fn a_connection_without_streams_is_closed_after_the_idle_timeout_but_not_w
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn streams_per_connection_are_capped_and_header_only_streams_do_not_starve_health() {
+async fn streams_per_connection_are_capped_and_header_only_streams_end_after_the_body_timeout() {
     let (base_url, _sandbox) = sandbox().await;
-    let server = start(&base_url, |c| c.transport.max_concurrent_streams = 10).await;
+    let body_timeout = Duration::from_millis(400);
+    let server = start(&base_url, |c| {
+        c.transport.max_concurrent_streams = 10;
+        c.transport.request_body_timeout = body_timeout;
+    })
+    .await;
     let tcp = TcpStream::connect(server.grpc).await.expect("connect");
     let (send, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
     tokio::spawn(connection);
@@ -272,23 +277,42 @@ async fn streams_per_connection_are_capped_and_header_only_streams_do_not_starve
         send.current_max_send_streams() == 10
     })
     .await;
-    // 200 streams that send headers and never a body (the client sends 10 at a time, as the
+    // 50 streams that send headers and never a body (the client sends 10 at a time, as the
     // server advertised).
+    let started = Instant::now();
     let mut held = Vec::new();
-    for _ in 0..200 {
+    for _ in 0..50 {
         let request = http::Request::post(format!(
-            "http://{}/itnio.otp.v1.AppService/ListApps",
+            "http://{}/itnio.otp.v1.AppService/GetApp",
             server.grpc
         ))
         .header("content-type", "application/grpc")
         .header("te", "trailers")
         .body(())
         .expect("request");
-        held.push(send.send_request(request, false).expect("queued"));
+        let (response, body) = send.send_request(request, false).expect("queued");
+        held.push((response, body));
     }
     health_answers_in_time(server.health).await;
     health_answers_in_time(server.grpc).await;
-    drop(held);
+    // Each ends with DEADLINE_EXCEEDED once its body is overdue: five rounds of ten.
+    for (response, _body) in held {
+        let response = tokio::time::timeout(Duration::from_secs(10), response)
+            .await
+            .expect("answered")
+            .expect("a response");
+        assert_eq!(
+            response.headers().get("grpc-status").map(|v| v.as_bytes()),
+            Some(&b"4"[..]),
+            "DEADLINE_EXCEEDED"
+        );
+    }
+    let elapsed = started.elapsed();
+    assert!(elapsed >= body_timeout * 5, "held {elapsed:?}");
+    assert!(
+        elapsed < body_timeout * 5 + Duration::from_secs(3),
+        "held {elapsed:?}"
+    );
     server.stop().await;
 }
 

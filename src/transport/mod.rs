@@ -7,7 +7,9 @@
 //!                 └─► Guarded socket  no request within GRPC_HANDSHAKE_TIMEOUT (TLS + preface +
 //!                      │              first headers), or no stream for GRPC_IDLE_TIMEOUT: closed
 //!                      └─► hyper/h2   SETTINGS_MAX_CONCURRENT_STREAMS, keepalive PINGs
-//!                           └─► StreamLayer      marks the connection busy while a stream lives
+//!                           └─► StreamLayer      marks the connection busy while a stream lives;
+//!                                │               request body not ended within
+//!                                │               GRPC_REQUEST_BODY_TIMEOUT: DEADLINE_EXCEEDED
 //!                                └─► … services  messages over GRPC_MAX_MESSAGE_BYTES:
 //!                                                RESOURCE_EXHAUSTED (MessageSizeLayer)
 //! ```
@@ -45,6 +47,8 @@ pub struct TransportConfig {
     pub handshake_timeout: Duration,
     /// Time a connection may stay open without any stream.
     pub idle_timeout: Duration,
+    /// Time from a stream's headers to the end of its request (one message in this API).
+    pub request_body_timeout: Duration,
     /// How often an HTTP/2 PING checks that the peer is still there.
     pub keepalive_interval: Duration,
     /// How long the PING's answer may take before the connection is closed.
@@ -60,6 +64,7 @@ impl Default for TransportConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
+            request_body_timeout: Duration::from_secs(10),
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(20),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
