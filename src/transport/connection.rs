@@ -349,3 +349,111 @@ impl<IO: Connected> Connected for Guarded<IO> {
         self.io.connect_info()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HANDSHAKE: Duration = Duration::from_secs(10);
+    const IDLE: Duration = Duration::from_secs(60);
+
+    fn connections(max_connections: usize) -> Connections {
+        Connections::new(&TransportConfig {
+            max_connections,
+            handshake_timeout: HANDSHAKE,
+            idle_timeout: IDLE,
+            ..TransportConfig::default()
+        })
+    }
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn connections_beyond_the_cap_are_refused_until_one_closes() {
+        let connections = connections(2);
+        let first = connections.admit((), addr(1)).expect("room");
+        let _second = connections.admit((), addr(2)).expect("room");
+        assert!(connections.admit((), addr(3)).is_none(), "over the cap");
+        assert_eq!(connections.open(), 2);
+        drop(first);
+        assert_eq!(connections.open(), 1);
+        assert!(connections.get(addr(1)).is_none());
+        assert!(connections.admit((), addr(3)).is_some(), "a freed slot");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_closed_connection_does_not_unregister_its_successor_from_the_same_address() {
+        let connections = connections(2);
+        let old = connections.admit((), addr(1)).expect("room");
+        let new = connections.admit((), addr(1)).expect("room");
+        drop(old);
+        let state = connections
+            .get(addr(1))
+            .expect("the new one stays registered");
+        assert!(Arc::ptr_eq(&state, &new.state));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_is_the_handshake_then_none_while_busy_then_idle() {
+        let connections = connections(1);
+        let guarded = connections.admit((), addr(1)).expect("room");
+        let accepted = Instant::now();
+        let state = Arc::clone(&guarded.state);
+        let deadline = || state.deadline(HANDSHAKE, IDLE, None);
+        assert_eq!(deadline(), Some(accepted + HANDSHAKE));
+        tokio::time::advance(Duration::from_secs(3)).await;
+        let first = state.stream_started();
+        let second = state.stream_started();
+        assert_eq!(deadline(), None, "busy");
+        tokio::time::advance(Duration::from_secs(100)).await;
+        drop(first);
+        assert_eq!(deadline(), None, "still one stream");
+        tokio::time::advance(Duration::from_secs(5)).await;
+        drop(second);
+        assert_eq!(deadline(), Some(Instant::now() + IDLE));
+        // A new stream after an idle spell does not count as a handshake again.
+        tokio::time::advance(Duration::from_secs(7)).await;
+        let third = state.stream_started();
+        drop(third);
+        assert_eq!(deadline(), Some(Instant::now() + IDLE));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_end_of_the_last_stream_wakes_the_connection() {
+        let connections = connections(1);
+        let guarded = connections.admit((), addr(1)).expect("room");
+        let stream = guarded.state.stream_started();
+        let woken = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        struct Flag(Arc<std::sync::atomic::AtomicBool>);
+        impl std::task::Wake for Flag {
+            fn wake(self: Arc<Self>) {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let waker = Waker::from(Arc::new(Flag(Arc::clone(&woken))));
+        assert_eq!(guarded.state.deadline(HANDSHAKE, IDLE, Some(&waker)), None);
+        drop(stream);
+        assert!(woken.load(std::sync::atomic::Ordering::SeqCst));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reads_and_writes_fail_once_the_deadline_passes() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let connections = connections(1);
+        let (socket, mut peer) = tokio::io::duplex(64);
+        let mut guarded = connections.admit(socket, addr(1)).expect("room");
+        peer.write_all(b"hi").await.expect("write");
+        let mut buf = [0_u8; 2];
+        guarded.read_exact(&mut buf).await.expect("in time");
+        tokio::time::advance(HANDSHAKE).await;
+        let read = guarded
+            .read(&mut buf)
+            .await
+            .expect_err("past the handshake deadline");
+        assert_eq!(read.kind(), io::ErrorKind::TimedOut);
+        let write = guarded.write(b"x").await.expect_err("writes too");
+        assert_eq!(write.kind(), io::ErrorKind::TimedOut);
+    }
+}
