@@ -160,7 +160,7 @@ async fn health_latency(addr: SocketAddr) -> String {
 async fn app(channel: &Channel) -> (String, String) {
     let app = AppServiceClient::new(channel.clone())
         .create_app(pb::CreateAppRequest {
-            name: "bench-attacks".into(),
+            name: format!("bench-{}", std::process::id() ^ rand_suffix()),
             code_expiry_minutes: Some(60),
             ..Default::default()
         })
@@ -172,7 +172,7 @@ async fn app(channel: &Channel) -> (String, String) {
     let template = TemplateServiceClient::new(channel.clone())
         .create_template(pb::CreateTemplateRequest {
             app_id: app.app_id.clone(),
-            name: "bench-attacks".into(),
+            name: format!("bench-t{}", rand_suffix()),
             text: "##code##".into(),
             ..Default::default()
         })
@@ -182,6 +182,12 @@ async fn app(channel: &Channel) -> (String, String) {
         .template
         .expect("template");
     (app.app_id, template.template_id)
+}
+
+/// A different number on every call, so app names never collide in the shared sandbox.
+fn rand_suffix() -> u32 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) << 20
 }
 
 /// 1. `CALLS` GetApp calls at once on one connection, `rounds` times.
@@ -194,16 +200,20 @@ async fn many_calls(bin: &str, sandbox_url: &str, rounds: usize) -> Vec<String> 
     let mut after_first = 0.0;
     let started = Instant::now();
     let mut failed = 0_usize;
+    let mut first_error = String::new();
     for round in 0..rounds {
         let mut calls = tokio::task::JoinSet::new();
         for _ in 0..CALLS {
             let mut client = AppServiceClient::new(channel.clone());
             let app_id = app_id.clone();
-            calls.spawn(async move { client.get_app(pb::GetAppRequest { app_id }).await.is_ok() });
+            calls.spawn(async move { client.get_app(pb::GetAppRequest { app_id }).await });
         }
-        while let Some(ok) = calls.join_next().await {
-            if !ok.unwrap_or(false) {
+        while let Some(result) = calls.join_next().await {
+            if let Ok(Err(status)) = result {
                 failed += 1;
+                if failed == 1 {
+                    first_error = format!("{:?}: {}", status.code(), status.message());
+                }
             }
             if calls.len() % 1000 == 0 {
                 peak = peak.max(facade.rss_mb());
@@ -227,7 +237,7 @@ async fn many_calls(bin: &str, sandbox_url: &str, rounds: usize) -> Vec<String> 
         ),
         format!("RSS 5 s after the client left: {:.0} MB", facade.rss_mb()),
         format!(
-            "{} calls in {:.1} s, {failed} failed",
+            "{} calls in {:.1} s, {failed} failed (first: {first_error})",
             CALLS * rounds,
             elapsed.as_secs_f64()
         ),
