@@ -14,7 +14,7 @@ use crate::{
     caller::{Caller, DEFAULT_ACCOUNT},
     config::Secret,
     reload::Swap,
-    upstream::{BuildError, UpstreamClient, UpstreamConfig},
+    upstream::{BuildError, ConcurrencyLimit, UpstreamClient, UpstreamConfig},
 };
 
 /// One `[[accounts]]` entry of the callers file, validated.
@@ -46,6 +46,8 @@ pub struct Accounts {
     /// Settings every account's client shares with the `default` one.
     timeout: Duration,
     max_response_bytes: usize,
+    /// One cap on calls in flight for all accounts together.
+    in_flight: ConcurrencyLimit,
 }
 
 impl Accounts {
@@ -53,11 +55,13 @@ impl Accounts {
     pub fn new(default: UpstreamClient) -> Self {
         let timeout = default.config().timeout;
         let max_response_bytes = default.max_response_bytes();
+        let in_flight = default.concurrency_limit().clone();
         let clients = HashMap::from([(DEFAULT_ACCOUNT.to_owned(), default)]);
         Self {
             clients: Arc::new(Swap::new(clients)),
             timeout,
             max_response_bytes,
+            in_flight,
         }
     }
 
@@ -90,7 +94,8 @@ impl Accounts {
                 api_secret: spec.api_secret.expose().to_owned(),
                 timeout: self.timeout,
             })?
-            .with_max_response_bytes(self.max_response_bytes);
+            .with_max_response_bytes(self.max_response_bytes)
+            .with_concurrency_limit(self.in_flight.clone());
             next.insert(spec.name.clone(), client);
         }
         self.clients.set(next);

@@ -23,6 +23,8 @@ use crate::{
     reload::Loaded,
     store::StoreConfig,
     tls::{TlsError, TlsFiles},
+    transport::TransportConfig,
+    upstream::ConcurrencyConfig,
     watch::WatchConfig,
     web::{AllowedOrigins, OriginsError},
 };
@@ -132,6 +134,10 @@ struct ServeArgs {
     /// WatchRecord: global cap on upstream record polls per second.
     #[arg(long, env = "WATCH_MAX_POLLS_PER_SECOND", default_value_t = 50)]
     watch_max_polls_per_second: u32,
+    /// WatchRecord: distinct records one caller (or, without CALLERS_FILE, one connection) may
+    /// watch at once; one more fails with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "WATCH_MAX_RECORDS_PER_CALLER", default_value_t = crate::watch::DEFAULT_MAX_RECORDS_PER_CALLER)]
+    watch_max_records_per_caller: usize,
     /// WatchRecord: how long to wait for a task-flow fallback after every attempt failed.
     #[arg(long, env = "WATCH_FLOW_SETTLE", default_value = "125s", value_parser = humantime::parse_duration)]
     watch_flow_settle: Duration,
@@ -143,6 +149,47 @@ struct ServeArgs {
     security: SecurityArgs,
     #[command(flatten)]
     guard: GuardArgs,
+    #[command(flatten)]
+    transport: TransportArgs,
+}
+
+/// Limits of the gRPC port and of calls to ITNIO: what one client or a stalled upstream can
+/// make the process hold.
+#[derive(Debug, Args)]
+struct TransportArgs {
+    /// HTTP/2 streams (calls) one connection may have open at once.
+    #[arg(long, env = "GRPC_MAX_CONCURRENT_STREAMS", default_value_t = crate::transport::DEFAULT_MAX_CONCURRENT_STREAMS)]
+    max_concurrent_streams: u32,
+    /// Open gRPC connections; beyond it new connections are closed as soon as accepted.
+    #[arg(long, env = "GRPC_MAX_CONNECTIONS", default_value_t = crate::transport::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// Time a new connection has to send its first request (TLS handshake and HTTP/2 preface
+    /// included) before it is closed.
+    #[arg(long, env = "GRPC_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    handshake_timeout: Duration,
+    /// A connection without any call in progress for this long is closed.
+    #[arg(long, env = "GRPC_IDLE_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
+    /// Time a call has, after its headers, to send its whole request message; a slower one
+    /// fails with DEADLINE_EXCEEDED (reason REQUEST_BODY_TIMEOUT).
+    #[arg(long, env = "GRPC_REQUEST_BODY_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    request_body_timeout: Duration,
+    /// How often an HTTP/2 PING checks that a client is still there.
+    #[arg(long, env = "GRPC_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    keepalive_interval: Duration,
+    /// How long a keepalive PING may go unanswered before the connection is closed.
+    #[arg(long, env = "GRPC_KEEPALIVE_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    keepalive_timeout: Duration,
+    /// Largest request message in bytes; a larger one fails with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "GRPC_MAX_MESSAGE_BYTES", default_value_t = crate::transport::DEFAULT_MAX_MESSAGE_BYTES)]
+    max_message_bytes: usize,
+    /// ITNIO calls in flight at once, over all accounts; beyond it calls are shed with
+    /// RESOURCE_EXHAUSTED (reason UPSTREAM_CONCURRENCY_EXCEEDED).
+    #[arg(long, env = "UPSTREAM_MAX_CONCURRENCY", default_value_t = crate::upstream::concurrency::DEFAULT_MAX_CONCURRENCY)]
+    upstream_max_concurrency: usize,
+    /// How long a call may wait for one of the UPSTREAM_MAX_CONCURRENCY slots before it is shed.
+    #[arg(long, env = "UPSTREAM_QUEUE_WAIT", default_value = "50ms", value_parser = humantime::parse_duration)]
+    upstream_queue_wait: Duration,
 }
 
 /// The send guard and how phone numbers are read.
@@ -271,6 +318,10 @@ pub struct ServeConfig {
     pub guard: Policy,
     /// How phone numbers are read.
     pub phones: PhoneRules,
+    /// Limits of the gRPC port.
+    pub transport: TransportConfig,
+    /// The cap on ITNIO calls in flight.
+    pub upstream_concurrency: ConcurrencyConfig,
 }
 
 /// Who may call and over what, loaded and checked before anything listens.
@@ -516,6 +567,10 @@ impl ServeArgs {
             backoff: self.watch_backoff,
             max_polls_per_second: self.watch_max_polls_per_second,
             flow_settle: self.watch_flow_settle,
+            max_records_per_caller: at_least_one(
+                self.watch_max_records_per_caller,
+                "WATCH_MAX_RECORDS_PER_CALLER",
+            )?,
             ..WatchConfig::default()
         };
         let store = match self.redis_url {
@@ -527,6 +582,7 @@ impl ServeArgs {
         };
         let security = self.security.into_config(&upstream)?;
         let (guard, phones) = self.guard.into_config(&upstream)?;
+        let (transport, upstream_concurrency) = self.transport.into_config()?;
         Ok(ServeConfig {
             listen: self.listen,
             metrics_listen: self.metrics_listen,
@@ -539,6 +595,8 @@ impl ServeArgs {
             security,
             guard,
             phones,
+            transport,
+            upstream_concurrency,
         })
     }
 }
@@ -566,6 +624,39 @@ impl GuardArgs {
             test_numbers: self.allow_test_numbers || upstream.mode() == Mode::Sandbox,
         };
         Ok((policy.with_dry_run(self.guard_dry_run), phones))
+    }
+}
+
+impl TransportArgs {
+    fn into_config(self) -> Result<(TransportConfig, ConcurrencyConfig), ConfigError> {
+        let durations = [
+            (self.handshake_timeout, "GRPC_HANDSHAKE_TIMEOUT"),
+            (self.idle_timeout, "GRPC_IDLE_TIMEOUT"),
+            (self.request_body_timeout, "GRPC_REQUEST_BODY_TIMEOUT"),
+            (self.keepalive_interval, "GRPC_KEEPALIVE_INTERVAL"),
+            (self.keepalive_timeout, "GRPC_KEEPALIVE_TIMEOUT"),
+        ];
+        if let Some((_, name)) = durations.iter().find(|(d, _)| d.is_zero()) {
+            return Err(ConfigError::ZeroDuration(name));
+        }
+        let transport = TransportConfig {
+            max_concurrent_streams: at_least_one(
+                self.max_concurrent_streams as usize,
+                "GRPC_MAX_CONCURRENT_STREAMS",
+            )? as u32,
+            max_connections: at_least_one(self.max_connections, "GRPC_MAX_CONNECTIONS")?,
+            handshake_timeout: self.handshake_timeout,
+            idle_timeout: self.idle_timeout,
+            request_body_timeout: self.request_body_timeout,
+            keepalive_interval: self.keepalive_interval,
+            keepalive_timeout: self.keepalive_timeout,
+            max_message_bytes: at_least_one(self.max_message_bytes, "GRPC_MAX_MESSAGE_BYTES")?,
+        };
+        let upstream = ConcurrencyConfig {
+            max: at_least_one(self.upstream_max_concurrency, "UPSTREAM_MAX_CONCURRENCY")?,
+            queue_wait: self.upstream_queue_wait,
+        };
+        Ok((transport, upstream))
     }
 }
 
@@ -999,6 +1090,89 @@ mod tests {
             other => panic!("expected a policy error, got {other:?}"),
         }
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn transport_limits_parse_with_defaults_and_refuse_zero() {
+        let config = serve(&[]);
+        assert_eq!(config.transport, TransportConfig::default());
+        assert_eq!(config.upstream_concurrency, ConcurrencyConfig::default());
+        assert_eq!(
+            config.watch.max_records_per_caller,
+            crate::watch::DEFAULT_MAX_RECORDS_PER_CALLER
+        );
+        let config = serve(&[
+            "--max-concurrent-streams",
+            "7",
+            "--max-connections",
+            "8",
+            "--handshake-timeout",
+            "2s",
+            "--idle-timeout",
+            "3s",
+            "--request-body-timeout",
+            "6s",
+            "--keepalive-interval",
+            "4s",
+            "--keepalive-timeout",
+            "5s",
+            "--max-message-bytes",
+            "9",
+            "--upstream-max-concurrency",
+            "10",
+            "--upstream-queue-wait",
+            "11ms",
+            "--watch-max-records-per-caller",
+            "12",
+        ]);
+        assert_eq!(
+            config.transport,
+            TransportConfig {
+                max_concurrent_streams: 7,
+                max_connections: 8,
+                handshake_timeout: Duration::from_secs(2),
+                idle_timeout: Duration::from_secs(3),
+                request_body_timeout: Duration::from_secs(6),
+                keepalive_interval: Duration::from_secs(4),
+                keepalive_timeout: Duration::from_secs(5),
+                max_message_bytes: 9,
+            }
+        );
+        assert_eq!(
+            config.upstream_concurrency,
+            ConcurrencyConfig {
+                max: 10,
+                queue_wait: Duration::from_millis(11)
+            }
+        );
+        assert_eq!(config.watch.max_records_per_caller, 12);
+        for (flag, name) in [
+            ("--max-concurrent-streams", "GRPC_MAX_CONCURRENT_STREAMS"),
+            ("--max-connections", "GRPC_MAX_CONNECTIONS"),
+            ("--max-message-bytes", "GRPC_MAX_MESSAGE_BYTES"),
+            ("--upstream-max-concurrency", "UPSTREAM_MAX_CONCURRENCY"),
+            (
+                "--watch-max-records-per-caller",
+                "WATCH_MAX_RECORDS_PER_CALLER",
+            ),
+        ] {
+            assert!(
+                matches!(parse(&[flag, "0"]), Err(ConfigError::ZeroCap(n)) if n == name),
+                "{flag}"
+            );
+        }
+        for (flag, name) in [
+            ("--handshake-timeout", "GRPC_HANDSHAKE_TIMEOUT"),
+            ("--idle-timeout", "GRPC_IDLE_TIMEOUT"),
+            ("--request-body-timeout", "GRPC_REQUEST_BODY_TIMEOUT"),
+            ("--keepalive-interval", "GRPC_KEEPALIVE_INTERVAL"),
+            ("--keepalive-timeout", "GRPC_KEEPALIVE_TIMEOUT"),
+        ] {
+            assert!(
+                matches!(parse(&[flag, "0s"]), Err(ConfigError::ZeroDuration(n)) if n == name),
+                "{flag}"
+            );
+        }
     }
 
     #[test]

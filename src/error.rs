@@ -23,6 +23,9 @@ use crate::{
 /// The `ErrorInfo.domain` of every error we return.
 pub const ERROR_DOMAIN: &str = "itniotech.com";
 
+/// The RetryInfo delay of calls shed under load: long enough for in-flight calls to finish.
+const OVERLOAD_RETRY_AFTER: Duration = Duration::from_millis(500);
+
 /// One invalid request field, named by its proto path (e.g. `nodes[0].channel`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldViolation {
@@ -93,6 +96,76 @@ pub enum SendError {
         /// When the window resets.
         retry_after: Duration,
     },
+}
+
+/// A request refused because it would go past one of this service's own limits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitError {
+    /// A request message longer than `GRPC_MAX_MESSAGE_BYTES`.
+    #[error("request message larger than {limit} bytes")]
+    MessageTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// A request whose message did not arrive whole within `GRPC_REQUEST_BODY_TIMEOUT` of its
+    /// headers.
+    #[error("request body not received within {timeout:?}")]
+    RequestBodyTimeout {
+        /// The timeout.
+        timeout: Duration,
+    },
+    /// The caller already watches `WATCH_MAX_RECORDS_PER_CALLER` distinct records.
+    #[error("caller watches too many records")]
+    TooManyWatchedRecords {
+        /// The limit.
+        limit: usize,
+    },
+}
+
+impl From<LimitError> for Status {
+    fn from(error: LimitError) -> Self {
+        let mut details = ErrorDetails::new();
+        let (reason, subject, description, message, limit) = match error {
+            LimitError::MessageTooLarge { limit } => (
+                "MESSAGE_TOO_LARGE",
+                "request_message",
+                format!("at most {limit} bytes per request message"),
+                format!("the request message is larger than {limit} bytes"),
+                limit,
+            ),
+            LimitError::TooManyWatchedRecords { limit } => {
+                // Watches end when their records are final: a retry can succeed.
+                details.set_retry_info(Some(Duration::from_secs(1)));
+                (
+                    "WATCH_RECORD_LIMIT_EXCEEDED",
+                    "watched_records",
+                    format!("at most {limit} distinct records watched per caller"),
+                    format!(
+                        "this caller already watches {limit} records; end a watch or wait for \
+                         one to finish"
+                    ),
+                    limit,
+                )
+            }
+            LimitError::RequestBodyTimeout { timeout } => return request_body_timeout(timeout),
+        };
+        details.add_quota_failure_violation(subject, description);
+        let metadata = HashMap::from([("limit".to_owned(), limit.to_string())]);
+        details.set_error_info(reason, ERROR_DOMAIN, metadata);
+        Status::with_error_details(Code::ResourceExhausted, message, details)
+    }
+}
+
+/// A stream that sent its headers but not its whole request in time: no quota, a slow client.
+fn request_body_timeout(timeout: Duration) -> Status {
+    let millis = timeout.as_millis().to_string();
+    let metadata = HashMap::from([("timeout_ms".to_owned(), millis)]);
+    let details = ErrorDetails::with_error_info("REQUEST_BODY_TIMEOUT", ERROR_DOMAIN, metadata);
+    let message = format!(
+        "the request message did not arrive within {} ms of its headers",
+        timeout.as_millis()
+    );
+    Status::with_error_details(Code::DeadlineExceeded, message, details)
 }
 
 /// How one upstream business status is presented.
@@ -368,6 +441,19 @@ fn upstream_status(error: &UpstreamError, lookup: Option<&Lookup>) -> Status {
                 "ITNIO sent a reply larger than this service accepts".to_owned(),
             )
         }
+        UpstreamError::Overloaded { limit, .. } => {
+            metadata.insert("limit".to_owned(), limit.to_string());
+            details.add_quota_failure_violation(
+                "upstream_concurrency",
+                format!("at most {limit} ITNIO calls in flight"),
+            );
+            details.set_retry_info(Some(OVERLOAD_RETRY_AFTER));
+            (
+                Code::ResourceExhausted,
+                "UPSTREAM_CONCURRENCY_EXCEEDED",
+                "too many ITNIO calls in flight; nothing was sent, retry shortly".to_owned(),
+            )
+        }
     };
     details.set_error_info(reason, ERROR_DOMAIN, metadata);
     Status::with_error_details(code, message, details)
@@ -478,6 +564,73 @@ mod tests {
         assert_eq!(info.metadata["upstream_status"], "-27");
         assert_eq!(info.metadata["endpoint"], "POST /verification/send");
         assert!(details.quota_failure().is_some());
+    }
+
+    #[test]
+    fn shed_upstream_calls_are_resource_exhausted_with_retry_info() {
+        let status: Status = ServiceError::from(UpstreamError::Overloaded {
+            endpoint: Endpoint::VerificationSend,
+            limit: 7,
+        })
+        .into();
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        let details = status.get_error_details();
+        let info = details.error_info().expect("error info");
+        assert_eq!(info.reason, "UPSTREAM_CONCURRENCY_EXCEEDED");
+        assert_eq!(info.metadata["limit"], "7");
+        assert_eq!(
+            details.retry_info().and_then(|r| r.retry_delay),
+            Some(OVERLOAD_RETRY_AFTER)
+        );
+        assert!(details.quota_failure().is_some());
+    }
+
+    #[test]
+    fn own_limits_are_resource_exhausted_with_their_reason() {
+        let cases = [
+            (
+                LimitError::MessageTooLarge { limit: 1024 },
+                1024,
+                "MESSAGE_TOO_LARGE",
+                None,
+            ),
+            (
+                LimitError::TooManyWatchedRecords { limit: 3 },
+                3,
+                "WATCH_RECORD_LIMIT_EXCEEDED",
+                Some(Duration::from_secs(1)),
+            ),
+        ];
+        for (error, limit, reason, retry) in cases {
+            let status = Status::from(error);
+            assert_eq!(status.code(), Code::ResourceExhausted, "{reason}");
+            assert!(status.message().contains(&limit.to_string()), "{reason}");
+            let details = status.get_error_details();
+            let info = details.error_info().expect("error info");
+            assert_eq!(info.reason, reason);
+            assert_eq!(info.domain, ERROR_DOMAIN);
+            assert_eq!(info.metadata["limit"], limit.to_string());
+            assert_eq!(details.retry_info().and_then(|r| r.retry_delay), retry);
+            assert_eq!(
+                details.quota_failure().map(|q| q.violations.len()),
+                Some(1),
+                "{reason}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_slow_request_body_is_deadline_exceeded() {
+        let status = Status::from(LimitError::RequestBodyTimeout {
+            timeout: Duration::from_millis(1500),
+        });
+        assert_eq!(status.code(), Code::DeadlineExceeded);
+        assert!(status.message().contains("1500 ms"), "{}", status.message());
+        let details = status.get_error_details();
+        let info = details.error_info().expect("error info");
+        assert_eq!(info.reason, "REQUEST_BODY_TIMEOUT");
+        assert_eq!(info.metadata["timeout_ms"], "1500");
+        assert!(details.quota_failure().is_none());
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //!  auth/*     callers file, bearer-token / client-certificate check, the tower layer that attaches the Caller
 //!  caller.rs  who is calling (attached by the auth layer) and on which ITNIO account
 //!  accounts.rs  the ITNIO accounts by name: each call goes to its caller's account
+//!  transport/ limits of the gRPC port: connections, streams, handshake/idle timeouts, message size
 //!  tls.rs     rustls for the gRPC port (optionally mTLS), certificates reloaded on change
 //!  reload.rs  hot-swapped configuration: SIGHUP or a file change, a broken file keeps the old one
 //!  idempotency/  send RPCs deduplicated by request_id (AIP-155), run by service/verifications
@@ -44,6 +45,7 @@ pub mod service;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
+pub mod transport;
 pub mod upstream;
 pub mod watch;
 pub mod web;

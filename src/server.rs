@@ -4,10 +4,11 @@
 //! [`serve`] takes already-bound listeners and a shutdown future (tests bind port 0 and never
 //! sleep); [`run`] is the same with only the gRPC port. In sandbox mode it first starts the
 //! sandbox on a loopback port and points the real HTTP client at it. This is where the
-//! cross-cutting pieces are assembled: CORS and the gRPC-Web translation (outermost: browsers'
-//! preflights never reach a service, and every layer inside sees plain gRPC), the telemetry layer
-//! (so refused calls are counted too), the auth layer that attaches the caller, the accounts, TLS on the gRPC
-//! listener, the optional plaintext health port and the admin port.
+//! cross-cutting pieces are assembled: the transport limits (see [`crate::transport`]), CORS and
+//! the gRPC-Web translation (browsers' preflights never reach a service, and every layer inside
+//! sees plain gRPC), the telemetry layer (so refused calls are counted too), the auth layer that
+//! attaches the caller, the accounts, TLS on the gRPC listener, the optional plaintext health port
+//! and the admin port.
 //!
 //! Shutdown order: health turns NOT_SERVING and the gRPC drain starts at once; the in-process
 //! sandbox, the plaintext health port and the admin port stop only after the drain, so calls in
@@ -19,10 +20,7 @@ use std::{future::Future, net::SocketAddr, pin::Pin, time::Duration};
 use rand::distr::{Alphanumeric, SampleString};
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::{
-    server::NamedService,
-    transport::{Server, server::TcpIncoming},
-};
+use tonic::{server::NamedService, transport::Server};
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tonic_web::GrpcWebLayer;
 use tracing::{info, warn};
@@ -50,7 +48,8 @@ use crate::{
     store,
     telemetry::{self, RpcLayer},
     tls,
-    upstream::{UpstreamClient, UpstreamConfig},
+    transport::{self, Connections, MessageSizeLayer, StreamLayer},
+    upstream::{ConcurrencyLimit, UpstreamClient, UpstreamConfig},
     watch::{WatchHub, stopped},
 };
 
@@ -182,31 +181,54 @@ pub async fn serve(
     let reflection_v1 = reflection_builder()?.build_v1()?;
     let reflection_v1alpha = reflection_builder()?.build_v1alpha()?;
 
+    let limits = &config.transport;
+    let max_message = limits.max_message_bytes;
+    let connections = Connections::new(limits);
     let router = Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
         .accept_http1(true)
+        .layer(StreamLayer::new(
+            connections.clone(),
+            limits.request_body_timeout,
+        ))
         .layer(security.cors_allowed_origins.layer())
         .layer(GrpcWebLayer::new())
         .layer(RpcLayer::new(mode.as_str()))
         .layer(AuthLayer::new(access))
+        .layer(MessageSizeLayer::new(max_message))
         .add_service(health_service.clone())
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(AppServiceServer::new(AppApi::new(accounts.clone())))
-        .add_service(TemplateServiceServer::new(TemplateApi::new(
-            accounts.clone(),
-        )))
-        .add_service(FlowServiceServer::new(FlowApi::new(accounts.clone())))
-        .add_service(VerificationServiceServer::new(VerificationApi::new(
-            accounts.clone(),
-            sends,
-            Guard::new(config.guard.clone(), store.clone()),
-            config.phones,
-        )))
-        .add_service(RecordServiceServer::new(RecordApi::new(
-            accounts,
-            WatchHub::new(config.watch.clone(), stop_rx.clone(), store),
-        )));
+        .add_service(
+            AppServiceServer::new(AppApi::new(accounts.clone()))
+                .max_decoding_message_size(max_message),
+        )
+        .add_service(
+            TemplateServiceServer::new(TemplateApi::new(accounts.clone()))
+                .max_decoding_message_size(max_message),
+        )
+        .add_service(
+            FlowServiceServer::new(FlowApi::new(accounts.clone()))
+                .max_decoding_message_size(max_message),
+        )
+        .add_service(
+            VerificationServiceServer::new(VerificationApi::new(
+                accounts.clone(),
+                sends,
+                Guard::new(config.guard.clone(), store.clone()),
+                config.phones,
+            ))
+                .max_decoding_message_size(max_message),
+        )
+        .add_service(
+            RecordServiceServer::new(RecordApi::new(
+                accounts,
+                WatchHub::new(config.watch.clone(), stop_rx.clone(), store),
+            ))
+            .max_decoding_message_size(max_message),
+        );
 
     let health_port = listeners
         .health
@@ -224,7 +246,7 @@ pub async fn serve(
         match &security.tls {
             None => {
                 info!(%addr, tls = "off", mode = %mode.as_str(), "gRPC server listening");
-                let incoming = plain_incoming(listener);
+                let incoming = transport::accept(listener, connections);
                 Box::pin(router.serve_with_incoming_shutdown(incoming, drain_started))
             }
             Some(loaded) => {
@@ -235,7 +257,7 @@ pub async fn serve(
                 };
                 info!(%addr, tls = tls_mode, mode = %mode.as_str(), "gRPC server listening");
                 let config = tls::start(loaded, security.file_poll_interval, stop_rx.clone());
-                let incoming = tls::incoming(listener, config);
+                let incoming = tls::incoming(listener, connections, config);
                 Box::pin(router.serve_with_incoming_shutdown(incoming, drain_started))
             }
         };
@@ -251,13 +273,6 @@ pub async fn serve(
         .stop([sandbox, admin, health_port].into_iter().flatten())
         .await;
     Ok(())
-}
-
-/// The plaintext gRPC connections of `listener`, with TCP_NODELAY set on each: tonic's
-/// `Server::tcp_nodelay` does not reach a listener bound by the caller, and without it the first
-/// reply on every new connection waits ~40 ms on Nagle's algorithm.
-fn plain_incoming(listener: TcpListener) -> TcpIncoming {
-    TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 /// Tasks that must outlive the gRPC drain, and the signal that ends them after it.
@@ -369,7 +384,11 @@ async fn connect_upstream(
         api_secret,
         timeout: config.upstream_timeout,
     })
-    .map(|client| client.with_max_response_bytes(config.max_response_bytes))
+    .map(|client| {
+        client
+            .with_max_response_bytes(config.max_response_bytes)
+            .with_concurrency_limit(ConcurrencyLimit::new(config.upstream_concurrency))
+    })
     .map_err(|e| ServerError::Upstream(e.to_string()))?;
     Ok((client, sandbox))
 }
@@ -445,13 +464,14 @@ mod tests {
     async fn accepted_plaintext_connections_have_nagle_off() {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let mut incoming = plain_incoming(listener);
+        let connections = Connections::new(&Default::default());
+        let mut incoming = std::pin::pin!(transport::accept(listener, connections));
         let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
         let accepted = incoming
             .next()
             .await
             .expect("a connection")
             .expect("accepted");
-        assert!(accepted.nodelay().expect("nodelay"));
+        assert!(accepted.get_ref().nodelay().expect("nodelay"));
     }
 }

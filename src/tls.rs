@@ -1,8 +1,9 @@
 //! TLS on the gRPC port with rustls, optionally requiring client certificates (mTLS).
 //!
 //! [`load`] builds a rustls `ServerConfig` from `TLS_CERT_FILE`, `TLS_KEY_FILE` and, for mTLS,
-//! `TLS_CLIENT_CA_FILE`. [`incoming`] accepts TCP connections and runs each handshake in its own
-//! task (a slow client never holds up the others) with the config in use at that moment, so a
+//! `TLS_CLIENT_CA_FILE`. [`incoming`] accepts TCP connections (within `GRPC_MAX_CONNECTIONS`, see
+//! [`crate::transport`]) and runs each handshake in its own task (a slow client never holds up
+//! the others; `GRPC_HANDSHAKE_TIMEOUT` bounds it) with the config in use at that moment, so a
 //! reload (see [`crate::reload`]) applies to new connections while established ones carry on.
 //! Accepted streams are rustls `TlsStream`s, for which tonic records the verified peer
 //! certificates in every request: that is how a client certificate can name the caller.
@@ -30,14 +31,12 @@ use tokio_rustls::{
     server::TlsStream,
 };
 use tokio_stream::{Stream, wrappers::ReceiverStream};
-use tracing::{debug, warn};
+use tracing::debug;
 
-use crate::reload::{Attempt, FileReader, Loaded, Swap, watch_files};
-
-/// How long a client may take to finish its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+use crate::{
+    reload::{Attempt, FileReader, Loaded, Swap, watch_files},
+    transport::{Connections, Guarded, connection::admit_next},
+};
 
 /// The PEM files TLS is configured from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,38 +142,31 @@ fn read_certs(
     Ok(certs)
 }
 
-/// Accepts connections on `listener` and yields those whose TLS handshake succeeded with the
-/// configuration in `config` at accept time. Stops accepting once the stream is dropped.
+/// Accepts connections on `listener` that `connections` has room for and yields those whose TLS
+/// handshake succeeded with the configuration in `config` at accept time; a handshake that does
+/// not finish within the connection's handshake deadline fails on its next read. Stops
+/// accepting once the stream is dropped.
 pub fn incoming(
     listener: TcpListener,
+    connections: Connections,
     config: Arc<Swap<ServerConfig>>,
-) -> impl Stream<Item = io::Result<TlsStream<TcpStream>>> {
+) -> impl Stream<Item = io::Result<TlsStream<Guarded<TcpStream>>>> {
     let (ready_tx, ready_rx) = mpsc::channel(64);
     tokio::spawn(async move {
         loop {
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
+            let tcp = tokio::select! {
+                tcp = admit_next(&listener, &connections) => tcp,
                 () = ready_tx.closed() => return,
             };
-            let (tcp, peer) = match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    warn!(%error, "accepting a connection failed");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    continue;
-                }
-            };
-            // `Server::tcp_nodelay` does not reach sockets we accept ourselves.
-            let _ = tcp.set_nodelay(true);
+            let peer = tcp.get_ref().peer_addr().ok();
             let acceptor = TlsAcceptor::from(config.get());
             let ready_tx = ready_tx.clone();
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => {
+                match acceptor.accept(tcp).await {
+                    Ok(stream) => {
                         let _ = ready_tx.send(Ok(stream)).await;
                     }
-                    Ok(Err(error)) => debug!(%peer, %error, "TLS handshake failed"),
-                    Err(_) => debug!(%peer, "TLS handshake timed out"),
+                    Err(error) => debug!(?peer, %error, "TLS handshake failed"),
                 }
             });
         }

@@ -8,7 +8,7 @@ use crate::{
     caller::Caller,
     convert::records as convert,
     proto::v1::{self as pb, record_service_server::RecordService},
-    watch::{RecordStream, WatchHub},
+    watch::{RecordStream, WatchHub, Watcher},
 };
 
 use super::deadline;
@@ -70,9 +70,23 @@ impl RecordService for RecordApi {
         let key = convert::watch_key(request.get_ref())?;
         let caller = Caller::of(&request);
         let upstream = self.accounts.client(caller.account())?;
-        let stream = self
-            .watches
-            .watch(caller.account(), upstream, key, deadline(&request));
+        let stream = self.watches.watch(
+            watcher(&caller, &request),
+            caller.account(),
+            upstream,
+            key,
+            deadline(&request),
+        )?;
         Ok(Response::new(stream))
+    }
+}
+
+/// Whom a watch counts against: the authenticated caller, or without authentication (every
+/// call is the anonymous caller) the connection it came on.
+fn watcher<T>(caller: &Caller, request: &Request<T>) -> Watcher {
+    if *caller == Caller::anonymous() {
+        Watcher::Connection(request.remote_addr())
+    } else {
+        Watcher::Caller(caller.name().into())
     }
 }

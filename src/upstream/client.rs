@@ -23,6 +23,7 @@ use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use super::concurrency::ConcurrencyLimit;
 use super::endpoint::Endpoint;
 use super::error::{BuildError, UpstreamError, sanitize_json_error};
 use super::lenient::Scalar;
@@ -80,6 +81,7 @@ pub struct UpstreamClient {
     http: reqwest::Client,
     inner: Arc<Inner>,
     max_response_bytes: usize,
+    in_flight: ConcurrencyLimit,
 }
 
 struct Inner {
@@ -185,7 +187,21 @@ impl UpstreamClient {
                 signed: Mutex::new(None),
             }),
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            in_flight: ConcurrencyLimit::default(),
         })
+    }
+
+    /// Shares `limit`'s slots for calls in flight (default: [`ConcurrencyLimit::default`], of
+    /// this client alone); a call finding none free in time fails with
+    /// [`UpstreamError::Overloaded`].
+    pub fn with_concurrency_limit(mut self, limit: ConcurrencyLimit) -> Self {
+        self.in_flight = limit;
+        self
+    }
+
+    /// The slots for calls in flight this client takes from.
+    pub fn concurrency_limit(&self) -> &ConcurrencyLimit {
+        &self.in_flight
     }
 
     /// Sets the cap on one reply body (default [`DEFAULT_MAX_RESPONSE_BYTES`]); a larger reply
@@ -251,6 +267,8 @@ impl UpstreamClient {
             None => None,
         };
         let started = Instant::now();
+        // Held for both attempts of a -16 retry: one caller's call is one slot.
+        let _slot = self.in_flight.enter(endpoint, budget).await?;
         let mut attempt = 1;
         loop {
             let remaining = budget.saturating_sub(started.elapsed());
@@ -646,6 +664,7 @@ fn outcome_name<T>(result: &Result<T, UpstreamError>) -> &'static str {
         Err(UpstreamError::Http { .. }) => "http",
         Err(UpstreamError::Decode { .. }) => "decode",
         Err(UpstreamError::ResponseTooLarge { .. }) => "too_large",
+        Err(UpstreamError::Overloaded { .. }) => "overloaded",
     }
 }
 

@@ -41,6 +41,10 @@ pub enum UpstreamError {
     /// processed the request).
     #[error("{endpoint}: reply body larger than {limit} bytes")]
     ResponseTooLarge { endpoint: Endpoint, limit: usize },
+    /// `UPSTREAM_MAX_CONCURRENCY` calls were in flight and none finished within the queue
+    /// wait: shed without being sent.
+    #[error("{endpoint}: not sent, {limit} ITNIO calls already in flight")]
+    Overloaded { endpoint: Endpoint, limit: usize },
 }
 
 impl UpstreamError {
@@ -53,7 +57,8 @@ impl UpstreamError {
             | Self::Interrupted { endpoint, .. }
             | Self::Http { endpoint, .. }
             | Self::Decode { endpoint, .. }
-            | Self::ResponseTooLarge { endpoint, .. } => *endpoint,
+            | Self::ResponseTooLarge { endpoint, .. }
+            | Self::Overloaded { endpoint, .. } => *endpoint,
         }
     }
 
@@ -67,7 +72,7 @@ impl UpstreamError {
             | Self::Decode { .. }
             | Self::ResponseTooLarge { .. } => true,
             Self::Http { status, .. } => *status >= 500,
-            Self::Rejected { .. } | Self::Connect { .. } => false,
+            Self::Rejected { .. } | Self::Connect { .. } | Self::Overloaded { .. } => false,
         }
     }
 
@@ -164,6 +169,7 @@ mod tests {
         ];
         assert!(maybe.iter().all(UpstreamError::may_have_been_processed));
         let not = [
+            UpstreamError::Overloaded { endpoint, limit: 1 },
             UpstreamError::Connect {
                 endpoint,
                 detail: "refused".into(),

@@ -2,6 +2,7 @@
 //!
 //! - `client.rs` is the one choke point: signing, timeouts, the `-16` retry, logging and turning
 //!   every failure into an [`UpstreamError`].
+//! - `concurrency.rs`: the cap on calls in flight, shared by every account's client.
 //! - `sign.rs`, `status.rs`, `endpoint.rs`, `error.rs`: the pieces every call shares.
 //! - `apps.rs`, `templates.rs`, `flows.rs`, `verifications.rs`, `records.rs`: one file per
 //!   resource, each with its request/response types and its `impl UpstreamClient` methods.
@@ -13,6 +14,7 @@
 
 pub mod apps;
 pub mod client;
+pub mod concurrency;
 pub mod endpoint;
 pub mod error;
 pub mod flows;
@@ -29,6 +31,7 @@ use std::fmt;
 
 pub use apps::{App, AppRequest, PeriodLimit};
 pub use client::{UpstreamClient, UpstreamConfig};
+pub use concurrency::{ConcurrencyConfig, ConcurrencyLimit};
 pub use endpoint::Endpoint;
 pub use error::{BuildError, UpstreamError};
 pub use flows::{Flow, FlowNode, FlowRequest};

@@ -1,22 +1,26 @@
-//! The global cap on upstream record polls per second, shared by every poller.
+//! The global cap on upstream record polls per second, shared fairly by the callers watching.
 //!
-//! A token bucket refilled by a small background task, handed out through a FIFO semaphore:
-//! when the cap binds, pollers wait in line, so polls are spread fairly over verifications
-//! instead of going to whichever poller wakes first. Each poll is then also counted in the
-//! shared store, in one-second windows, so with Redis every replica together stays within one
-//! `WATCH_MAX_POLLS_PER_SECOND`. If the store cannot count, polls go on under the local bucket
-//! alone: reads keep working while Redis is down.
+//! A token bucket refilled by a small background task. While the cap binds, pollers wait in one
+//! queue per lane (a caller, or a connection without authentication) and the refill task hands
+//! tokens to the lanes in turn, one each round: a caller with 2,000 watches gets no more polls
+//! than one with a single watch while both wait, so a fresh caller's first poll comes after one
+//! round, not after everybody else's backlog. Within a lane pollers keep their arrival order.
+//! Each poll is then also counted in the shared store, in one-second windows, so with Redis
+//! every replica together stays within one `WATCH_MAX_POLLS_PER_SECOND`. If the store cannot
+//! count, polls go on under the local bucket alone: reads keep working while Redis is down.
 
 use std::{
-    sync::{Arc, Weak},
+    collections::{HashMap, VecDeque},
+    sync::{Arc, Mutex, MutexGuard, PoisonError, Weak},
     time::Duration,
 };
 
 use tokio::{
-    sync::{Notify, Semaphore},
+    sync::{Notify, oneshot},
     time::MissedTickBehavior,
 };
 
+use super::Watcher;
 use crate::store::{Key, SharedStore};
 
 /// The refill tick: fine enough to pace polls, coarse enough to cost nothing.
@@ -30,11 +34,47 @@ const WINDOW: Duration = Duration::from_secs(1);
 /// A shared allowance of upstream polls.
 #[derive(Clone, Debug)]
 pub struct PollBudget {
-    tokens: Arc<Semaphore>,
-    /// Wakes the refill task when a token is taken from a full bucket.
+    bucket: Arc<Mutex<Bucket>>,
+    /// Wakes the refill task when a token is taken from a full bucket or a poller starts waiting.
     taken: Arc<Notify>,
     store: SharedStore,
     per_second: u32,
+}
+
+/// Tokens in hand and the pollers waiting for one, by lane.
+#[derive(Debug, Default)]
+struct Bucket {
+    tokens: usize,
+    /// Lanes with a waiting poller, in the order their next turn comes.
+    turns: VecDeque<Watcher>,
+    /// Each lane's waiting pollers, oldest first.
+    waiting: HashMap<Watcher, VecDeque<oneshot::Sender<()>>>,
+}
+
+impl Bucket {
+    /// Gives the tokens in hand to waiting pollers, one lane after the other. A poller that
+    /// stopped waiting (its watch ended) costs no token.
+    fn hand_out(&mut self) {
+        while self.tokens > 0 {
+            let Some(lane) = self.turns.pop_front() else {
+                return;
+            };
+            let Some(queue) = self.waiting.get_mut(&lane) else {
+                continue;
+            };
+            while let Some(poller) = queue.pop_front() {
+                if poller.send(()).is_ok() {
+                    self.tokens -= 1;
+                    break;
+                }
+            }
+            if queue.is_empty() {
+                self.waiting.remove(&lane);
+            } else {
+                self.turns.push_back(lane);
+            }
+        }
+    }
 }
 
 impl PollBudget {
@@ -43,29 +83,48 @@ impl PollBudget {
     /// runtime.
     pub fn new(per_second: u32, store: SharedStore) -> Self {
         let burst = (per_second / 10).max(1) as usize;
-        let tokens = Arc::new(Semaphore::new(burst));
+        let bucket = Arc::new(Mutex::new(Bucket {
+            tokens: burst,
+            ..Bucket::default()
+        }));
         let taken = Arc::new(Notify::new());
         tokio::spawn(refill(
-            Arc::downgrade(&tokens),
+            Arc::downgrade(&bucket),
             Arc::clone(&taken),
             per_second,
             burst,
         ));
         Self {
-            tokens,
+            bucket,
             taken,
             store,
             per_second,
         }
     }
 
-    /// Waits for this poller's turn to make one upstream poll.
-    pub async fn acquire(&self) {
-        // The semaphore is never closed, so acquiring cannot fail.
-        if let Ok(permit) = self.tokens.acquire().await {
-            permit.forget();
-        }
+    /// Waits for this poller's turn in `lane` to make one upstream poll.
+    pub async fn acquire(&self, lane: &Watcher) {
+        let turn = {
+            let mut guard = lock(&self.bucket);
+            let bucket = &mut *guard;
+            if bucket.turns.is_empty() && bucket.tokens > 0 {
+                bucket.tokens -= 1;
+                None
+            } else {
+                let (turn, wait) = oneshot::channel();
+                let queue = bucket.waiting.entry(lane.clone()).or_default();
+                if queue.is_empty() {
+                    bucket.turns.push_back(lane.clone());
+                }
+                queue.push_back(turn);
+                Some(wait)
+            }
+        };
         self.taken.notify_one();
+        if let Some(wait) = turn {
+            // The refill task owns no sender: it only fails if the budget itself is gone.
+            let _ = wait.await;
+        }
         self.acquire_shared().await;
     }
 
@@ -85,20 +144,28 @@ impl PollBudget {
     }
 }
 
-/// Adds tokens at the configured rate until every budget handle is gone. With the bucket full it
-/// stops ticking until a token is taken (an idle service costs no timer wake-ups but one per
-/// [`IDLE_CHECK`]).
-async fn refill(tokens: Weak<Semaphore>, taken: Arc<Notify>, per_second: u32, burst: usize) {
+fn lock(bucket: &Mutex<Bucket>) -> MutexGuard<'_, Bucket> {
+    // Every change keeps the bucket consistent step by step: usable after a panic elsewhere.
+    bucket.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Adds tokens at the configured rate and hands them out until every budget handle is gone.
+/// With the bucket full and nobody waiting it stops ticking until a token is taken (an idle
+/// service costs no timer wake-ups but one per [`IDLE_CHECK`]).
+async fn refill(bucket: Weak<Mutex<Bucket>>, taken: Arc<Notify>, per_second: u32, burst: usize) {
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let per_tick = f64::from(per_second) * TICK.as_secs_f64();
     let mut owed = 0.0_f64;
     loop {
-        let full = match tokens.upgrade() {
-            Some(tokens) => tokens.available_permits() >= burst,
+        let idle = match bucket.upgrade() {
+            Some(bucket) => {
+                let bucket = lock(&bucket);
+                bucket.tokens >= burst && bucket.turns.is_empty()
+            }
             None => return,
         };
-        if full {
+        if idle {
             tokio::select! {
                 () = taken.notified() => {}
                 () = tokio::time::sleep(IDLE_CHECK) => continue,
@@ -107,14 +174,15 @@ async fn refill(tokens: Weak<Semaphore>, taken: Arc<Notify>, per_second: u32, bu
             owed = 0.0;
         }
         ticker.tick().await;
-        let Some(tokens) = tokens.upgrade() else {
+        let Some(bucket) = bucket.upgrade() else {
             return;
         };
         owed += per_tick;
         let whole = owed.floor();
         owed -= whole;
-        let room = burst.saturating_sub(tokens.available_permits());
-        tokens.add_permits((whole as usize).min(room));
+        let mut bucket = lock(&bucket);
+        bucket.tokens = (bucket.tokens + whole as usize).min(burst);
+        bucket.hand_out();
     }
 }
 
@@ -128,6 +196,10 @@ mod tests {
         Arc::new(MemoryStore::default())
     }
 
+    fn lane() -> Watcher {
+        Watcher::Caller("one".into())
+    }
+
     #[tokio::test(start_paused = true)]
     async fn the_cap_paces_polls() {
         let budget = PollBudget::new(100, memory());
@@ -135,7 +207,7 @@ mod tests {
         // Paused time: a budget that never refills fails here at once instead of hanging.
         let sixty = async {
             for _ in 0..60 {
-                budget.acquire().await;
+                budget.acquire(&lane()).await;
             }
         };
         tokio::time::timeout(Duration::from_secs(10), sixty)
@@ -155,7 +227,7 @@ mod tests {
         let started = tokio::time::Instant::now();
         let sixty = async {
             for _ in 0..60 {
-                budget.acquire().await;
+                budget.acquire(&lane()).await;
             }
         };
         tokio::time::timeout(Duration::from_secs(10), sixty)
@@ -179,7 +251,7 @@ mod tests {
                 // Bounded: a budget that lets everything through ends the loop (and fails the
                 // counts below) instead of spinning forever.
                 for _ in 0..1000 {
-                    budget.acquire().await;
+                    budget.acquire(&lane()).await;
                     count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
             });
@@ -196,6 +268,55 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_lane_arriving_behind_a_backlog_gets_the_next_turn() {
+        let budget = PollBudget::new(10, memory());
+        let greedy = Watcher::Caller("greedy".into());
+        let done = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        for _ in 0..50 {
+            let (budget, greedy, done) = (budget.clone(), greedy.clone(), Arc::clone(&done));
+            tokio::spawn(async move {
+                budget.acquire(&greedy).await;
+                done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            });
+        }
+        // Let the backlog form: the burst token went to the first greedy poller.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let started = tokio::time::Instant::now();
+        tokio::time::timeout(Duration::from_secs(1), budget.acquire(&lane()))
+            .await
+            .expect("the fresh lane's turn comes after one round, not after 49 polls");
+        // One token every 100 ms: its turn is the next one (or the one after, if a greedy
+        // poller's turn was already due).
+        assert!(
+            started.elapsed() <= Duration::from_millis(210),
+            "{:?}",
+            started.elapsed()
+        );
+        let served = done.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(served <= 3, "{served} greedy polls went first");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_poller_that_stopped_waiting_costs_no_token() {
+        let budget = PollBudget::new(10, memory());
+        budget.acquire(&lane()).await; // the burst token
+        let gone = Watcher::Caller("gone".into());
+        // Twenty pollers that give up at once (their watches ended).
+        for _ in 0..20 {
+            let waiting = tokio::time::timeout(Duration::from_millis(1), budget.acquire(&gone));
+            assert!(waiting.await.is_err());
+        }
+        let started = tokio::time::Instant::now();
+        budget.acquire(&lane()).await;
+        // The next token (100 ms) goes to the live poller, not to the twenty gone ones.
+        assert!(
+            started.elapsed() <= Duration::from_millis(110),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn replicas_sharing_a_store_share_the_cap() {
         // Two replicas, each with its own bucket, one store: 20 polls/s together, not 40.
         let store = memory();
@@ -209,7 +330,7 @@ mod tests {
             let polls = Arc::clone(&polls);
             tokio::spawn(async move {
                 loop {
-                    budget.acquire().await;
+                    budget.acquire(&lane()).await;
                     polls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
             });
@@ -229,7 +350,7 @@ mod tests {
         let budget = PollBudget::new(100, Arc::new(Down));
         let started = tokio::time::Instant::now();
         for _ in 0..60 {
-            budget.acquire().await;
+            budget.acquire(&lane()).await;
         }
         let elapsed = started.elapsed();
         assert!(elapsed >= Duration::from_millis(450), "{elapsed:?}");

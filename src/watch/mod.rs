@@ -10,7 +10,9 @@
 //! latest [`PollState`] on a `tokio::sync::watch` channel, which keeps only the newest value, so a
 //! slow stream skips intermediate states instead of buffering them. It backs off while nothing
 //! changes, retries transient errors, stops as soon as its last stream is gone, and is paced by
-//! the global [`PollBudget`]. Each stream turns the changes it sees into messages as its client
+//! the global [`PollBudget`], which shares the polls out fairly among the [`Watcher`]s: the
+//! caller (or, without authentication, the connection) that started each poller. A watcher may
+//! follow at most `WATCH_MAX_RECORDS_PER_CALLER` distinct records at once. Each stream turns the changes it sees into messages as its client
 //! reads them; it ends with OK on a final record, with the poller's error status if polling
 //! failed for good, and with UNAVAILABLE when the server shuts down.
 
@@ -20,8 +22,9 @@ mod poller;
 
 use std::{
     collections::HashMap,
+    net::SocketAddr,
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::Duration,
 };
 
@@ -33,6 +36,7 @@ use tracing::Instrument;
 pub use budget::PollBudget;
 
 use crate::{
+    error::LimitError,
     proto::v1::{Record, RecordChange, WatchRecordResponse},
     store::SharedStore,
     telemetry::metrics::StreamGauge,
@@ -53,6 +57,21 @@ pub struct WatchConfig {
     pub flow_settle: Duration,
     /// After this long the code has expired whatever the record says (codeExpiry is at most 60 min).
     pub max_lifetime: Duration,
+    /// Distinct records one [`Watcher`] may follow at once.
+    pub max_records_per_caller: usize,
+}
+
+/// Default `WATCH_MAX_RECORDS_PER_CALLER`: a busy caller watches the verifications of the last
+/// minutes; thousands of open watches from one caller are a leak or an attack.
+pub const DEFAULT_MAX_RECORDS_PER_CALLER: usize = 1000;
+
+/// Who a watch counts against, for the per-caller cap and the fair share of polls.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Watcher {
+    /// An authenticated caller, by name (all its connections together).
+    Caller(Arc<str>),
+    /// Without authentication: the connection, by its peer address (`None` if unknown).
+    Connection(Option<SocketAddr>),
 }
 
 impl Default for WatchConfig {
@@ -67,6 +86,7 @@ impl Default for WatchConfig {
             max_consecutive_errors: 5,
             flow_settle: Duration::from_secs(125),
             max_lifetime: Duration::from_secs(61 * 60),
+            max_records_per_caller: DEFAULT_MAX_RECORDS_PER_CALLER,
         }
     }
 }
@@ -109,6 +129,8 @@ struct Shared {
     config: WatchConfig,
     budget: PollBudget,
     pollers: Mutex<HashMap<PollerKey, watch::Sender<PollState>>>,
+    /// The records each watcher follows, with how many of its streams follow each.
+    watched: Mutex<HashMap<Watcher, HashMap<PollerKey, usize>>>,
     stop: watch::Receiver<bool>,
 }
 
@@ -129,35 +151,74 @@ impl WatchHub {
                 config,
                 budget,
                 pollers: Mutex::new(HashMap::new()),
+                watched: Mutex::new(HashMap::new()),
                 stop,
             }),
         }
     }
 
-    /// Opens a stream of record updates for `key` on the ITNIO `account` (polled through
-    /// `upstream`, that account's client, unless a poller of that record already runs), ending
-    /// with DEADLINE_EXCEEDED after `deadline` if one is given. Dropping the stream (the client
-    /// went away) drops its subscription at once, and the poller stops when no subscription is left.
+    /// Opens a stream of record updates for `key` on the ITNIO `account` for `watcher` (polled
+    /// through `upstream`, that account's client, unless a poller of that record already runs),
+    /// ending with DEADLINE_EXCEEDED after `deadline` if one is given. Dropping the stream (the
+    /// client went away) drops its subscription at once, and the poller stops when no
+    /// subscription is left. Refused if it would make `watcher` follow more distinct records
+    /// than `max_records_per_caller`.
     pub fn watch(
         &self,
+        watcher: Watcher,
         account: &str,
         upstream: UpstreamClient,
         key: WatchKey,
         deadline: Option<Duration>,
-    ) -> RecordStream {
+    ) -> Result<RecordStream, LimitError> {
+        let key: PollerKey = (account.into(), key);
+        let slot = self.take_slot(&watcher, &key)?;
         let state = StreamState {
-            updates: self.subscribe((account.into(), key), upstream),
+            updates: self.subscribe(key, upstream, watcher),
             stop: self.shared.stop.clone(),
             previous: None,
             deadline: deadline.map(|d| Instant::now() + d),
             fresh: true,
             done: false,
             _open: StreamGauge::open(),
+            _slot: slot,
         };
-        Box::pin(futures_util::stream::unfold(state, next_message))
+        Ok(Box::pin(futures_util::stream::unfold(state, next_message)))
     }
 
-    fn subscribe(&self, key: PollerKey, upstream: UpstreamClient) -> watch::Receiver<PollState> {
+    /// Counts one more stream of `watcher` on `key`, unless that would be a distinct record
+    /// over the cap.
+    fn take_slot(&self, watcher: &Watcher, key: &PollerKey) -> Result<WatchSlot, LimitError> {
+        let limit = self.shared.config.max_records_per_caller;
+        let mut watched = lock(&self.shared.watched);
+        let records = watched.entry(watcher.clone()).or_default();
+        if !records.contains_key(key) && records.len() >= limit {
+            if records.is_empty() {
+                watched.remove(watcher);
+            }
+            return Err(LimitError::TooManyWatchedRecords { limit });
+        }
+        *records.entry(key.clone()).or_default() += 1;
+        Ok(WatchSlot {
+            hub: self.clone(),
+            watcher: watcher.clone(),
+            key: key.clone(),
+        })
+    }
+
+    /// How many distinct records `watcher` follows now.
+    pub fn records_watched_by(&self, watcher: &Watcher) -> usize {
+        lock(&self.shared.watched)
+            .get(watcher)
+            .map_or(0, HashMap::len)
+    }
+
+    fn subscribe(
+        &self,
+        key: PollerKey,
+        upstream: UpstreamClient,
+        watcher: Watcher,
+    ) -> watch::Receiver<PollState> {
         let mut pollers = self.lock_pollers();
         if let Some(sender) = pollers.get(&key) {
             return sender.subscribe();
@@ -165,7 +226,7 @@ impl WatchHub {
         let (sender, receiver) = watch::channel(PollState::Pending);
         pollers.insert(key.clone(), sender.clone());
         let span = tracing::info_span!("watch", account = &*key.0);
-        tokio::spawn(poller::run(self.clone(), upstream, key, sender).instrument(span));
+        tokio::spawn(poller::run(self.clone(), upstream, key, sender, watcher).instrument(span));
         receiver
     }
 
@@ -181,15 +242,39 @@ impl WatchHub {
         true
     }
 
-    fn lock_pollers(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<PollerKey, watch::Sender<PollState>>> {
-        // A panic while holding this lock cannot leave the map inconsistent (single inserts
-        // and removes), so a poisoned lock is still safe to use.
-        self.shared
-            .pollers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock_pollers(&self) -> MutexGuard<'_, HashMap<PollerKey, watch::Sender<PollState>>> {
+        lock(&self.shared.pollers)
+    }
+}
+
+/// A panic while holding one of the hub's locks cannot leave its map inconsistent (single
+/// inserts, removes and counter steps), so a poisoned lock is still safe to use.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Counts one stream of a watcher on a record until the stream is dropped.
+struct WatchSlot {
+    hub: WatchHub,
+    watcher: Watcher,
+    key: PollerKey,
+}
+
+impl Drop for WatchSlot {
+    fn drop(&mut self) {
+        let mut watched = lock(&self.hub.shared.watched);
+        let Some(records) = watched.get_mut(&self.watcher) else {
+            return;
+        };
+        if let Some(streams) = records.get_mut(&self.key) {
+            *streams -= 1;
+            if *streams == 0 {
+                records.remove(&self.key);
+            }
+        }
+        if records.is_empty() {
+            watched.remove(&self.watcher);
+        }
     }
 }
 
@@ -225,6 +310,8 @@ struct StreamState {
     done: bool,
     /// Counts this stream in the open-streams gauge until it is dropped.
     _open: StreamGauge,
+    /// Counts this stream against its watcher's cap until it is dropped.
+    _slot: WatchSlot,
 }
 
 /// The next message of a stream: the current record first, then each change, until the end.
@@ -282,5 +369,77 @@ impl StreamState {
                 message.map(Ok)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{store::MemoryStore, upstream::UpstreamConfig};
+
+    fn hub(max_records_per_caller: usize) -> (WatchHub, watch::Sender<bool>) {
+        let (stop_tx, stop) = watch::channel(false);
+        let config = WatchConfig {
+            max_records_per_caller,
+            ..WatchConfig::default()
+        };
+        (
+            WatchHub::new(config, stop, Arc::new(MemoryStore::default())),
+            stop_tx,
+        )
+    }
+
+    fn upstream() -> UpstreamClient {
+        // Nothing listens there: polls fail and retry, the streams stay open.
+        UpstreamClient::new(UpstreamConfig {
+            base_url: "http://127.0.0.1:9".into(),
+            api_key: "k".into(),
+            api_secret: "s".into(),
+            timeout: Duration::from_secs(1),
+        })
+        .expect("client")
+    }
+
+    fn open(hub: &WatchHub, who: &Watcher, id: &str) -> Result<RecordStream, LimitError> {
+        let key = WatchKey::Verification(id.into());
+        hub.watch(who.clone(), "default", upstream(), key, None)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_watcher_follows_at_most_its_cap_of_distinct_records() {
+        let (hub, _stop) = hub(2);
+        let alice = Watcher::Caller("alice".into());
+        let bob = Watcher::Connection(None);
+        let a = open(&hub, &alice, "1").expect("first");
+        let a_again = open(&hub, &alice, "1").expect("the same record again");
+        let b = open(&hub, &alice, "2").expect("second");
+        assert_eq!(hub.records_watched_by(&alice), 2);
+        assert!(matches!(
+            open(&hub, &alice, "3"),
+            Err(LimitError::TooManyWatchedRecords { limit: 2 })
+        ));
+        let _bobs = open(&hub, &bob, "3").expect("another watcher's own cap");
+        // One of two streams on a record ending keeps the record counted.
+        drop(a);
+        assert_eq!(hub.records_watched_by(&alice), 2);
+        assert!(open(&hub, &alice, "3").is_err());
+        drop(a_again);
+        assert_eq!(hub.records_watched_by(&alice), 1);
+        let _c = open(&hub, &alice, "3").expect("a freed slot");
+        drop(b);
+        assert_eq!(hub.records_watched_by(&alice), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_watcher_leaves_nothing_behind() {
+        let (hub, _stop) = hub(1);
+        let carol = Watcher::Caller("carol".into());
+        let only = open(&hub, &carol, "1").expect("first");
+        assert!(open(&hub, &carol, "2").is_err());
+        drop(only);
+        assert_eq!(hub.records_watched_by(&carol), 0);
+        assert!(lock(&hub.shared.watched).is_empty());
     }
 }

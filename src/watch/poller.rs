@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tokio::{sync::watch, time::Instant};
 use tracing::debug;
 
-use super::{PollState, PollerKey, WatchHub, WatchKey, changes, stopped};
+use super::{PollState, PollerKey, WatchHub, WatchKey, Watcher, changes, stopped};
 use crate::{
     convert::records::from_wire,
     proto::v1::Record,
@@ -14,12 +14,14 @@ use crate::{
 };
 
 /// Polls `key` through `upstream` (its account's client) until its record is final, polling
-/// fails for good, or no stream is left.
+/// fails for good, or no stream is left. Its polls come out of the share of `owner`, the
+/// watcher whose stream started it.
 pub(super) async fn run(
     hub: WatchHub,
     upstream: UpstreamClient,
     key: PollerKey,
     sender: watch::Sender<PollState>,
+    owner: Watcher,
 ) {
     let _running = PollerGauge::start();
     let shared = &hub.shared;
@@ -31,7 +33,7 @@ pub(super) async fn run(
     let mut errors = 0_u32;
     loop {
         tokio::select! {
-            () = shared.budget.acquire() => {}
+            () = shared.budget.acquire(&owner) => {}
             () = sender.closed() => if hub.retire(&key, &sender) { return } else { continue },
             () = stopped(&mut stop) => break,
         }
@@ -105,7 +107,8 @@ fn is_transient(error: &UpstreamError) -> bool {
         UpstreamError::Timeout { .. }
         | UpstreamError::Connect { .. }
         | UpstreamError::Interrupted { .. }
-        | UpstreamError::Decode { .. } => true,
+        | UpstreamError::Decode { .. }
+        | UpstreamError::Overloaded { .. } => true,
         UpstreamError::Http { status, .. } => *status == 429 || *status >= 500,
         // The same record will not shrink below the cap by asking again.
         UpstreamError::ResponseTooLarge { .. } => false,
@@ -155,6 +158,7 @@ mod tests {
             http(500),
             http(503),
             rejected(-18),
+            UpstreamError::Overloaded { endpoint, limit: 1 },
         ];
         for error in &transient {
             assert!(is_transient(error), "{error}");

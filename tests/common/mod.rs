@@ -187,6 +187,8 @@ pub fn upstream_config(base_url: &str) -> ServeConfig {
             default_region: None,
             test_numbers: true,
         },
+        transport: Default::default(),
+        upstream_concurrency: Default::default(),
     }
 }
 
