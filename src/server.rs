@@ -220,7 +220,7 @@ pub async fn serve(
                 Guard::new(config.guard.clone(), store.clone()),
                 config.phones,
             ))
-                .max_decoding_message_size(max_message),
+            .max_decoding_message_size(max_message),
         )
         .add_service(
             RecordServiceServer::new(RecordApi::new(
