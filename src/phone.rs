@@ -168,10 +168,17 @@ pub struct PhoneRules {
     pub test_numbers: bool,
 }
 
+/// The longest `phone_number` read: 15 digits of E.164 with a `+`, brackets and separators fit
+/// with room to spare.
+pub const MAX_INPUT_CHARS: usize = 32;
+
 /// Why a number was refused; the message is a field violation's description.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PhoneError {
     /// Letters or other characters that are not part of a number.
+    /// Longer than any written number: refused before it is parsed.
+    #[error("must be at most {MAX_INPUT_CHARS} characters")]
+    InputTooLong,
     #[error("may contain only digits, a leading \"+\", spaces, dashes, dots and brackets")]
     Characters,
     /// No `+` and no default region to read a national number in.
@@ -206,6 +213,9 @@ pub enum PhoneError {
 impl PhoneRules {
     /// Parses `input` into a destination, or says why it is not one.
     pub fn parse(&self, input: &str) -> Result<Destination, PhoneError> {
+        if input.chars().count() > MAX_INPUT_CHARS {
+            return Err(PhoneError::InputTooLong);
+        }
         let input = input.trim();
         let body = input.strip_prefix('+');
         let allowed = |c: char| c.is_ascii_digit() || " -.()".contains(c);
@@ -316,6 +326,56 @@ fn destination(number: &PhoneNumber) -> Result<Destination, PhoneError> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_libphonenumber_type_has_its_own_name() {
+        let table = [
+            (Type::Mobile, "mobile"),
+            (Type::FixedLine, "fixed_line"),
+            (Type::FixedLineOrMobile, "fixed_line_or_mobile"),
+            (Type::TollFree, "toll_free"),
+            (Type::PremiumRate, "premium_rate"),
+            (Type::SharedCost, "shared_cost"),
+            (Type::PersonalNumber, "personal_number"),
+            (Type::Voip, "voip"),
+            (Type::Pager, "pager"),
+            (Type::Uan, "uan"),
+            (Type::Voicemail, "voicemail"),
+            (Type::ShortCode, "other"),
+            (Type::Unknown, "other"),
+        ];
+        for (kind, name) in table {
+            assert_eq!(NumberType::of(kind).as_str(), name, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn parse_errors_name_their_cause() {
+        use phonenumber::ParseError as P;
+        assert_eq!(
+            parse_error(P::InvalidCountryCode),
+            PhoneError::UnknownCountryCode
+        );
+        assert_eq!(parse_error(P::TooShortAfterIdd), PhoneError::TooShort);
+        assert_eq!(parse_error(P::TooShortNsn), PhoneError::TooShort);
+        assert_eq!(parse_error(P::TooLong), PhoneError::TooLong);
+        assert_eq!(parse_error(P::NoNumber), PhoneError::NotANumber);
+    }
+
+    #[test]
+    fn an_input_longer_than_any_number_is_refused_before_parsing() {
+        let padded = format!("+44 7400 900123{}", " ".repeat(MAX_INPUT_CHARS - 15));
+        assert_eq!(padded.chars().count(), MAX_INPUT_CHARS);
+        assert!(E164.parse(&padded).is_ok(), "at the limit");
+        let over = format!("{padded} ");
+        assert_eq!(E164.parse(&over).unwrap_err(), PhoneError::InputTooLong);
+        assert_eq!(
+            E164.parse(&format!("+44 7400 900123{}", " ".repeat(1 << 20)))
+                .unwrap_err()
+                .to_string(),
+            "must be at most 32 characters"
+        );
+    }
 
     const E164: PhoneRules = PhoneRules {
         default_region: None,
