@@ -316,6 +316,11 @@ mod tests {
         assert!(rules.denied_number_types.contains(&NumberType::PremiumRate));
         assert!(!rules.denied_number_types.contains(&NumberType::Mobile));
         assert_eq!(rules.per_number, limit(5, HOUR));
+        // The documented windows are one hour, whatever HOUR is made of.
+        assert_eq!(
+            rules.per_number.map(|l| l.window),
+            Some(Duration::from_secs(3600))
+        );
         assert_eq!(rules.per_prefix, limit(20, HOUR));
         assert_eq!(rules.prefix_digits, 7);
         assert_eq!(rules.per_country, limit(1000, HOUR));
