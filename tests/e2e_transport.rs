@@ -278,10 +278,12 @@ async fn streams_per_connection_are_capped_and_header_only_streams_end_after_the
     })
     .await;
     // 50 streams that send headers and never a body (the client sends 10 at a time, as the
-    // server advertised).
+    // server advertised). `ready` before each: h2 refuses a new request while one is still
+    // waiting for a free stream slot.
     let started = Instant::now();
     let mut held = Vec::new();
     for _ in 0..50 {
+        send = send.ready().await.expect("ready for the next stream");
         let request = http::Request::post(format!(
             "http://{}/itnio.otp.v1.AppService/GetApp",
             server.grpc
