@@ -313,6 +313,24 @@ impl Rig {
             })
             .sum()
     }
+
+    /// Waits until no record poller runs, so the next WatchRecord starts its own poller (a
+    /// watch opened while the last one's poller is still winding down joins it and is answered
+    /// from its cached record, without polling).
+    async fn no_pollers_left(&self) {
+        let deadline = tokio::time::Instant::now() + SETTLE;
+        loop {
+            let pollers = self.gauge("itnio_watch_pollers_active").await;
+            if pollers == 0.0 {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{pollers} pollers still running after {SETTLE:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }
 
 /// Ids the RPCs work on, made before any fault.
@@ -662,11 +680,13 @@ async fn every_method_under_every_fault_ends_as_documented() {
                 case.inject
             );
         }
+        rig.no_pollers_left().await;
         rig.inject(RECORD, &case.inject, 1).await;
         seen.insert(
             WATCH_ONCE,
             outcome(WATCH_ONCE, watch(&rig.channel, &f).await),
         );
+        rig.no_pollers_left().await;
         rig.inject(RECORD, &case.inject, 100).await;
         seen.insert(
             WATCH_ALWAYS,

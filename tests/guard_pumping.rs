@@ -183,11 +183,15 @@ fn scenario() -> Vec<Attempt> {
         premium, PREMIUM_SENDS,
         "the premium ranges are premium rate"
     );
-    for _ in 0..BURST_SENDS {
-        sends.push(Attempt::once(
-            Kind::Burst,
-            rng.digits(BURST_RANGE.0, BURST_RANGE.1),
-        ));
+    // Distinct numbers: a number drawn twice would be answered with its pending code or
+    // refused depending on which of the two concurrent sends lands first.
+    let mut burst = 0;
+    while burst < BURST_SENDS {
+        let number = rng.digits(BURST_RANGE.0, BURST_RANGE.1);
+        if seen.insert(number.clone()) {
+            sends.push(Attempt::once(Kind::Burst, number));
+            burst += 1;
+        }
     }
     for i in (1..sends.len()).rev() {
         let j = rng.below(i + 1);
