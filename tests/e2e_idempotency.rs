@@ -37,12 +37,15 @@ struct Rig {
 
 impl Rig {
     async fn start() -> Self {
+        Self::with_upstream_timeout(common::upstream_config("").upstream_timeout).await
+    }
+
+    /// The rig with the server's own time limit for an upstream call (`ITNIO_TIMEOUT`).
+    async fn with_upstream_timeout(upstream_timeout: Duration) -> Self {
         let (sandbox, proxy) = sandbox_behind_proxy().await;
-        let (addr, _server) = common::spawn_server(
-            common::upstream_config(&proxy.url()),
-            std::future::pending(),
-        )
-        .await;
+        let mut config = common::upstream_config(&proxy.url());
+        config.upstream_timeout = upstream_timeout;
+        let (addr, _server) = common::spawn_server(config, std::future::pending()).await;
         let channel = common::connect(addr).await;
         let (app_id, template_id) = app_and_template(&channel).await;
         Self {
@@ -104,18 +107,23 @@ const LONG: Duration = Duration::from_secs(10);
 
 #[tokio::test]
 async fn a_retried_send_reaches_itnio_once_under_every_fault() {
-    let rig = Rig::start().await;
+    // The server's own upstream time limit ends the slow attempt (the caller's deadline is
+    // long): a caller deadline close to the fault's delay could fire in the client before the
+    // server's DEADLINE_EXCEEDED with details arrives, on a busy machine.
+    let rig = Rig::with_upstream_timeout(Duration::from_secs(1)).await;
     for fault in Fault::ALL {
+        if let Fault::Slow(delay) = fault {
+            assert!(
+                delay > Duration::from_secs(1),
+                "the slow fault outlasts the limit"
+            );
+        }
         let request_id = new_id();
         let before = rig.proxy.count(SEND);
         let sandbox_before = rig.sandbox.request_count_for(SEND);
         rig.proxy.inject(SEND, fault);
-        let timeout = match fault {
-            Fault::Slow(delay) => delay / 3,
-            _ => LONG,
-        };
         let first = rig
-            .send(rig.send_request(&request_id), timeout)
+            .send(rig.send_request(&request_id), LONG)
             .await
             .expect_err("the fault fails the first attempt");
         let expected = match fault {
