@@ -13,6 +13,12 @@ use tracing::{error, info};
 /// `EX_USAGE` from sysexits.h: the configuration is wrong.
 const EXIT_CONFIG: u8 = 64;
 
+/// mimalloc instead of glibc malloc: a call allocates on one runtime worker and frees on the
+/// other, which glibc serves from its slow shared bins (22 % of the facade's CPU per call under
+/// load, against ~6 % with mimalloc; BENCHMARKS.md, issue 10).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = match Cli::parse_args(std::env::args_os()) {
