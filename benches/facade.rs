@@ -8,16 +8,19 @@
 //! - **facade**: the RPC (`ListFlows`, `GetRecord`, `SendVerification`) through the facade.
 //!
 //! Reported per cell: req/s, p50/p99/p99.9 latency, CPU µs per request of the facade and of the
-//! sandbox (summed over all threads from `/proc/PID/task/*/schedstat`, nanosecond resolution;
-//! `/proc/PID/stat` ticks are too coarse for the idle figure), the facade's RSS, and each figure
+//! sandbox and of this process, the load generator (summed over all threads from
+//! `/proc/PID/task/*/schedstat`, nanosecond resolution; `/proc/PID/stat` ticks are too coarse for
+//! the idle figure), the facade's RSS, and each figure
 //! as a ratio to the floor and the direct path of the same run. Also: the first call on a fresh
 //! connection, exec → SERVING, idle CPU per second and idle RSS of a fresh facade. Ends with the
 //! targets of issue 10 item 2 marked PASS/FAIL.
 //!
 //! Run: `cargo bench --bench facade` (3 rounds of 2 s per cell, medians; ~3 minutes) or
 //! `cargo bench --bench facade -- --quick` (1 round of 0.8 s per cell; ~30 s). `FACADE_BENCH_SECS`
-//! and `FACADE_BENCH_ROUNDS` override either. The load generator runs in this process and shares
-//! the machine's cores with both servers, equally for all three paths.
+//! and `FACADE_BENCH_ROUNDS` override either; `FACADE_BENCH_BIN` runs another `itnio-otp-grpc`
+//! binary than this build's (to compare two builds in one time window). The load generator runs in this process and shares
+//! the machine's cores with both servers, equally for all three paths. It prints the facade's
+//! pid and each cell as it starts on stderr, to attach a profiler (`perf record -p PID`) to one.
 
 mod common;
 
@@ -69,7 +72,10 @@ struct Server {
 impl Server {
     fn spawn(args: &[&str], envs: &[(&str, String)]) -> Self {
         let addr = free_port();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_itnio-otp-grpc"));
+        // `FACADE_BENCH_BIN` runs another build (an A/B of two builds in one time window).
+        let binary = std::env::var_os("FACADE_BENCH_BIN")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_itnio-otp-grpc").into());
+        let mut command = Command::new(binary);
         command
             .args(args)
             .env("RUST_LOG", "warn")
@@ -364,7 +370,8 @@ fn direct_caller(method: Method, sandbox: SocketAddr, fixture: &Arc<Fixture>) ->
                     r#"{{"appId":"{}","templateId":{},"to":"{}"}}"#,
                     fixture.app_id,
                     fixture.template_id,
-                    next_phone(&phones)
+                    // ITNIO's `to` is digits only (the facade strips the `+` the same way).
+                    next_phone(&phones).trim_start_matches('+')
                 ))
             }
         }
@@ -398,6 +405,8 @@ struct Figures {
     p999_us: f64,
     facade_cpu_us: f64,
     sandbox_cpu_us: f64,
+    /// This process (the load generator: gRPC or REST client side).
+    bench_cpu_us: f64,
     rss_mib: f64,
 }
 
@@ -409,6 +418,7 @@ async fn measure(
     facade: u32,
     sandbox: u32,
 ) -> Figures {
+    let self_pid = std::process::id();
     let run = |duration: Duration| {
         let mut workers = tokio::task::JoinSet::new();
         let until = Instant::now() + duration;
@@ -429,12 +439,13 @@ async fn measure(
         workers.join_all()
     };
     run(WARMUP).await;
-    let (facade_cpu, sandbox_cpu) = (cpu_ns(facade), cpu_ns(sandbox));
+    let (facade_cpu, sandbox_cpu, bench_cpu) = (cpu_ns(facade), cpu_ns(sandbox), cpu_ns(self_pid));
     let started = Instant::now();
     let mut latencies: Vec<u64> = run(window).await.into_iter().flatten().collect();
     let elapsed = started.elapsed().as_secs_f64();
     let facade_cpu = cpu_ns(facade) - facade_cpu;
     let sandbox_cpu = cpu_ns(sandbox) - sandbox_cpu;
+    let bench_cpu = cpu_ns(self_pid) - bench_cpu;
     latencies.sort_unstable();
     let count = latencies.len().max(1) as f64;
     let quantile = |q: f64| {
@@ -448,6 +459,7 @@ async fn measure(
         p999_us: quantile(0.999),
         facade_cpu_us: facade_cpu as f64 / 1000.0 / count,
         sandbox_cpu_us: sandbox_cpu as f64 / 1000.0 / count,
+        bench_cpu_us: bench_cpu as f64 / 1000.0 / count,
         rss_mib: rss(facade) as f64 / 1_048_576.0,
     }
 }
@@ -466,6 +478,7 @@ fn median_figures(rounds: &[Figures]) -> Figures {
         p999_us: m(|f| f.p999_us),
         facade_cpu_us: m(|f| f.facade_cpu_us),
         sandbox_cpu_us: m(|f| f.sandbox_cpu_us),
+        bench_cpu_us: m(|f| f.bench_cpu_us),
         rss_mib: m(|f| f.rss_mib),
     }
 }
@@ -563,9 +576,9 @@ fn print_table(cells: &[Cell]) {
             .expect("every cell measured")
     };
     println!(
-        "| method | c | path | req/s | p50 µs | p99 µs | p99.9 µs | facade CPU µs/req | sandbox CPU µs/req | facade RSS MiB | req/s ÷ floor | req/s ÷ direct | p50 ÷ floor | p50 ÷ direct |"
+        "| method | c | path | req/s | p50 µs | p99 µs | p99.9 µs | facade CPU µs/req | sandbox CPU µs/req | bench CPU µs/req | facade RSS MiB | req/s ÷ floor | req/s ÷ direct | p50 ÷ floor | p50 ÷ direct |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for cell in cells {
         let f = cell.figures();
         let floor = find(Path::Floor, None, cell.concurrency);
@@ -583,7 +596,7 @@ fn print_table(cells: &[Cell]) {
             None => "1.00 | — | 1.00 | —".to_owned(),
         };
         println!(
-            "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {ratios} |",
+            "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {ratios} |",
             cell.method.map_or("Health/Check", Method::name),
             cell.concurrency,
             cell.path.name(),
@@ -593,6 +606,7 @@ fn print_table(cells: &[Cell]) {
             f.p999_us,
             f.facade_cpu_us,
             f.sandbox_cpu_us,
+            f.bench_cpu_us,
             f.rss_mib,
         );
     }
@@ -686,6 +700,8 @@ async fn main() {
     let facade = Server::facade(sandbox.addr);
     let setup = facade.wait_serving().await;
     let fixture = Arc::new(prepare(&setup).await);
+    // For attaching a profiler to one cell (`perf record -p PID` once the cell's line appears).
+    eprintln!("facade pid {}, sandbox pid {}", facade.pid(), sandbox.pid());
 
     let mut channels = Vec::new();
     for _ in 0..MAX_CONNECTIONS {
@@ -713,6 +729,12 @@ async fn main() {
     for round in 1..=options.rounds {
         eprintln!("round {round}/{}", options.rounds);
         for cell in &mut cells {
+            eprintln!(
+                "cell {} {} c={}",
+                cell.method.map_or("Health/Check", Method::name),
+                cell.path.name(),
+                cell.concurrency
+            );
             let connections = channels[..cell.concurrency.min(MAX_CONNECTIONS)].to_vec();
             let caller = match (cell.path, cell.method) {
                 (Path::Direct, Some(method)) => direct_caller(method, sandbox.addr, &fixture),

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use reqwest::Url;
-use reqwest::header::{CONTENT_TYPE, HeaderValue};
+use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -31,6 +31,12 @@ use super::sign::sign;
 use super::status::UpstreamStatus;
 
 const CONTENT_TYPE_JSON: HeaderValue = HeaderValue::from_static("application/json;charset=UTF-8");
+// ITNIO's header names, built once: a name parsed from text per request costs two allocations
+// (the lower-cased copy, and its promotion when reqwest clones the header map). HTTP/1.1 sends
+// names in lower case either way.
+const API_KEY: HeaderName = HeaderName::from_static("api-key");
+const TIMESTAMP: HeaderName = HeaderName::from_static("timestamp");
+const SIGN: HeaderName = HeaderName::from_static("sign");
 /// Default cap on one reply body: ITNIO's largest documented replies (lists) are a few kB each;
 /// an account with thousands of templates stays far below this.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
@@ -303,10 +309,9 @@ impl UpstreamClient {
         let mut request = self
             .http
             .request(endpoint.method(), url.clone())
-            .timeout(timeout)
-            .header("Api-Key", self.inner.api_key.clone())
-            .header("Timestamp", timestamp)
-            .header("Sign", signature)
+            .header(API_KEY, self.inner.api_key.clone())
+            .header(TIMESTAMP, timestamp)
+            .header(SIGN, signature)
             .header(CONTENT_TYPE, CONTENT_TYPE_JSON);
         if let Some(body) = body {
             request = request.body(body.clone());
@@ -331,6 +336,8 @@ impl UpstreamClient {
                 .map_err(|e| (Some(http_status.as_u16()), e))?;
             Ok((http_status.as_u16(), bytes))
         };
+        // The one timer of the attempt (send and body read): a reqwest per-request timeout of the
+        // same length would only be a second timer, and a boxed future, per call.
         let outcome = match tokio::time::timeout(timeout, exchange).await {
             Ok(Ok((http_status, bytes))) => {
                 let result = decode(endpoint, &bytes);
