@@ -532,4 +532,27 @@ mod tests {
         let read = guarded.read(&mut buf).await.expect_err("idle too long");
         assert_eq!(read.kind(), io::ErrorKind::TimedOut);
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn flush_and_shutdown_reach_the_socket() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // A buffering socket: only a flush passes the bytes on, only a shutdown ends the stream.
+        let connections = connections(1);
+        let (socket, mut peer) = tokio::io::duplex(64);
+        let buffered = tokio::io::BufWriter::new(socket);
+        let mut guarded = connections.admit(buffered, addr(1)).expect("room");
+        guarded.write_all(b"hi").await.expect("write");
+        guarded.flush().await.expect("flush");
+        let mut buf = [0_u8; 2];
+        tokio::time::timeout(Duration::from_secs(1), peer.read_exact(&mut buf))
+            .await
+            .expect("flushed to the peer")
+            .expect("read");
+        guarded.shutdown().await.expect("shutdown");
+        let read = tokio::time::timeout(Duration::from_secs(1), peer.read(&mut buf))
+            .await
+            .expect("the peer sees the end")
+            .expect("read");
+        assert_eq!(read, 0);
+    }
 }

@@ -201,6 +201,10 @@ impl HttpBody for Deadlined {
 
 #[cfg(test)]
 mod tests {
+    //! Equivalent mutant (excluded in `.cargo/mutants.toml`): `StreamService::poll_ready` ->
+    //! `Poll::from(Ok(()))`. The layer wraps tonic's router, which is always ready (as for
+    //! `AuthService`); the same holds for `MessageSizeService::poll_ready`.
+
     use super::*;
 
     use crate::transport::TransportConfig;
@@ -232,6 +236,9 @@ mod tests {
         assert!(!tracked(message()).is_end_stream());
         assert!(deadlined(Body::empty()).is_end_stream());
         assert!(!deadlined(message()).is_end_stream());
+        // hyper sends a content-length for a body of known size.
+        assert_eq!(tracked(message()).size_hint().exact(), Some(9));
+        assert_eq!(deadlined(message()).size_hint().exact(), Some(9));
     }
 
     #[test]
