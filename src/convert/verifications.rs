@@ -583,4 +583,122 @@ mod tests {
         .expect_err("invalid");
         assert_eq!(fields(err), ["phone_number"]);
     }
+
+    // The next three tests came with issue 9's input bounds and were lost when the guard branch
+    // (issue 11) was merged: restored, as the mutants of `counts` survived without them.
+    #[test]
+    fn counts_are_bounded_and_consistent() {
+        let with_counts = |conversions: Option<u64>, base: Option<u64>| {
+            conversion_rate_request(&pb::ReportConversionRateRequest {
+                conversion_count: conversions,
+                base_count: base,
+                ..rate_request("460")
+            })
+        };
+        for (conversions, base) in [
+            (None, None),
+            (Some(0), Some(1)),
+            (Some(5), Some(5)),
+            (Some(MAX_COUNT), Some(MAX_COUNT)),
+            (Some(3), None),
+            (None, Some(MAX_COUNT)),
+        ] {
+            with_counts(conversions, base).expect("valid counts");
+        }
+        for (conversions, base, bad) in [
+            (
+                Some(u64::MAX),
+                Some(0),
+                &["conversion_count", "base_count"][..],
+            ),
+            (Some(1), Some(0), &["conversion_count", "base_count"]),
+            (None, Some(0), &["base_count"]),
+            (Some(MAX_COUNT + 1), None, &["conversion_count"]),
+            (
+                Some(MAX_COUNT + 1),
+                Some(MAX_COUNT + 2),
+                &["conversion_count", "base_count"],
+            ),
+            (None, Some(MAX_COUNT + 1), &["base_count"]),
+            (Some(6), Some(5), &["conversion_count"]),
+            (Some(MAX_COUNT), Some(5), &["conversion_count"]),
+        ] {
+            let err = with_counts(conversions, base).expect_err("invalid counts");
+            assert_eq!(fields(err), bad, "{conversions:?} / {base:?}");
+        }
+    }
+
+    #[test]
+    fn report_times_must_be_plausible() {
+        let at = |seconds: i64| Some(Timestamp { seconds, nanos: 0 });
+        let in_a_week = (Utc::now() + chrono::TimeDelta::days(7)).timestamp();
+        for time in [at(0), at(253_402_300_799), at(in_a_week), None] {
+            let err = conversion_request(
+                &pb::ReportConversionRequest {
+                    app_id: "mRELxtHc".into(),
+                    verification_id: "22206051443051000003".into(),
+                    phone_number: String::new(),
+                    time,
+                },
+                &E164,
+            )
+            .expect_err("implausible time");
+            assert_eq!(fields(err), ["time"]);
+            let err = conversion_rate_request(&pb::ReportConversionRateRequest {
+                callback_time: time,
+                ..rate_request("460")
+            })
+            .expect_err("implausible time");
+            assert_eq!(fields(err), ["callback_time"]);
+        }
+    }
+
+    #[test]
+    fn ids_and_codes_are_checked_by_shape() {
+        let long_id = "9".repeat(60_000);
+        for (verification_id, code, bad) in [
+            (long_id.as_str(), "1234", &["verification_id"][..]),
+            ("2220605144\r\n3051000003", "1234", &["verification_id"]),
+            ("22206051443051000003", "12\u{0}34", &["code"]),
+            ("22206051443051000003", "\u{202E}1234", &["code"]),
+        ] {
+            let err = check_request(&pb::CheckVerificationRequest {
+                verification_id: verification_id.into(),
+                code: code.into(),
+            })
+            .expect_err("invalid");
+            assert_eq!(fields(err), bad);
+        }
+        let err = resend_request(&pb::ResendVerificationRequest {
+            verification_id: long_id.clone(),
+            ..Default::default()
+        })
+        .expect_err("too long");
+        assert_eq!(fields(err), ["verification_id"]);
+        let err = conversion_request(
+            &pb::ReportConversionRequest {
+                app_id: "x".repeat(1 << 20),
+                verification_id: "x\u{7}".into(),
+                phone_number: String::new(),
+                time: Some(Timestamp {
+                    seconds: 1_681_184_764,
+                    nanos: 0,
+                }),
+            },
+            &E164,
+        )
+        .expect_err("invalid");
+        assert_eq!(fields(err), ["app_id", "verification_id"]);
+        let err = send_custom_code_request(
+            &pb::SendCustomCodeRequest {
+                app_id: "mREL\u{1b}tHc".into(),
+                code: "12\n34".into(),
+                phone_number: "+919856321412".into(),
+                ..Default::default()
+            },
+            &E164,
+        )
+        .expect_err("invalid");
+        assert_eq!(fields(err), ["app_id", "code"]);
+    }
 }

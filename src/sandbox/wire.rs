@@ -167,6 +167,9 @@ pub async fn split_peer(mut request: Request) -> Request {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    //! Equivalent mutant (excluded in `.cargo/mutants.toml`): `WiredIo::is_write_vectored` ->
+    //! true. A `WiredIo` only ever wraps a `TcpStream`, which always answers true.
+
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
@@ -182,6 +185,8 @@ mod tests {
     #[tokio::test]
     async fn an_intact_wire_passes_everything_through() {
         let (mut io, mut peer) = pair().await;
+        // As the socket: hyper then writes a response's buffers with one vectored write.
+        assert!(io.is_write_vectored());
         io.write_all(b"ping").await.unwrap();
         io.flush().await.unwrap();
         let mut buf = [0; 4];

@@ -352,6 +352,10 @@ impl<IO: Connected> Connected for Guarded<IO> {
 
 #[cfg(test)]
 mod tests {
+    //! Equivalent mutant (excluded in `.cargo/mutants.toml`): `known.will_wake(waker)` -> false
+    //! in [`ConnectionState::deadline`] stores a clone of the same task's waker on every poll
+    //! instead of keeping the equal one; the same task is woken either way.
+
     use super::*;
 
     const HANDSHAKE: Duration = Duration::from_secs(10);
@@ -368,6 +372,18 @@ mod tests {
 
     fn addr(port: u16) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    /// A waker that raises the returned flag when woken.
+    fn flag_waker() -> (Waker, Arc<std::sync::atomic::AtomicBool>) {
+        struct Flag(Arc<std::sync::atomic::AtomicBool>);
+        impl std::task::Wake for Flag {
+            fn wake(self: Arc<Self>) {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let woken = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        (Waker::from(Arc::new(Flag(Arc::clone(&woken)))), woken)
     }
 
     #[tokio::test(start_paused = true)]
@@ -425,14 +441,7 @@ mod tests {
         let connections = connections(1);
         let guarded = connections.admit((), addr(1)).expect("room");
         let stream = guarded.state.stream_started();
-        let woken = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        struct Flag(Arc<std::sync::atomic::AtomicBool>);
-        impl std::task::Wake for Flag {
-            fn wake(self: Arc<Self>) {
-                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
-            }
-        }
-        let waker = Waker::from(Arc::new(Flag(Arc::clone(&woken))));
+        let (waker, woken) = flag_waker();
         assert_eq!(guarded.state.deadline(HANDSHAKE, IDLE, Some(&waker)), None);
         drop(stream);
         assert!(woken.load(std::sync::atomic::Ordering::SeqCst));
@@ -455,5 +464,95 @@ mod tests {
         assert_eq!(read.kind(), io::ErrorKind::TimedOut);
         let write = guarded.write(b"x").await.expect_err("writes too");
         assert_eq!(write.kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_end_of_the_last_stream_wakes_the_newest_waker() {
+        // A task's waker may change between polls (a task moved to another worker): the one
+        // woken must be the last one seen, or the connection never arms its idle timer.
+        let connections = connections(1);
+        let guarded = connections.admit((), addr(1)).expect("room");
+        let stream = guarded.state.stream_started();
+        let (old, old_woken) = flag_waker();
+        let (new, new_woken) = flag_waker();
+        assert_eq!(guarded.state.deadline(HANDSHAKE, IDLE, Some(&old)), None);
+        assert_eq!(guarded.state.deadline(HANDSHAKE, IDLE, Some(&new)), None);
+        drop(stream);
+        assert!(new_woken.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(!old_woken.load(std::sync::atomic::Ordering::SeqCst));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn writes_are_vectored_exactly_when_the_socket_supports_it() {
+        // hyper queues a frame's buffers for one vectored write only if the socket says it can
+        // take them; otherwise it copies them into one buffer first.
+        struct Plain;
+        impl AsyncWrite for Plain {
+            fn poll_write(
+                self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                Poll::Ready(Ok(buf.len()))
+            }
+            fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+                Poll::Ready(Ok(()))
+            }
+            fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+                Poll::Ready(Ok(()))
+            }
+        }
+        let connections = connections(2);
+        let (socket, _peer) = tokio::io::duplex(64);
+        let vectored = connections.admit(socket, addr(1)).expect("room");
+        assert!(vectored.is_write_vectored());
+        let plain = connections.admit(Plain, addr(2)).expect("room");
+        assert!(!plain.is_write_vectored());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_the_first_request_the_idle_deadline_replaces_the_handshake_one() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let connections = connections(1);
+        let (socket, mut peer) = tokio::io::duplex(64);
+        let mut guarded = connections.admit(socket, addr(1)).expect("room");
+        let mut buf = [0_u8; 2];
+        peer.write_all(b"hi").await.expect("write");
+        // The read arms the timer for the handshake deadline.
+        guarded.read_exact(&mut buf).await.expect("in time");
+        // A request came and went: the connection is idle from now, for up to IDLE.
+        drop(guarded.state.stream_started());
+        tokio::time::advance(HANDSHAKE * 2).await;
+        peer.write_all(b"hi").await.expect("write");
+        guarded
+            .read_exact(&mut buf)
+            .await
+            .expect("past the handshake deadline, within the idle one");
+        tokio::time::advance(IDLE).await;
+        let read = guarded.read(&mut buf).await.expect_err("idle too long");
+        assert_eq!(read.kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn flush_and_shutdown_reach_the_socket() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // A buffering socket: only a flush passes the bytes on, only a shutdown ends the stream.
+        let connections = connections(1);
+        let (socket, mut peer) = tokio::io::duplex(64);
+        let buffered = tokio::io::BufWriter::new(socket);
+        let mut guarded = connections.admit(buffered, addr(1)).expect("room");
+        guarded.write_all(b"hi").await.expect("write");
+        guarded.flush().await.expect("flush");
+        let mut buf = [0_u8; 2];
+        tokio::time::timeout(Duration::from_secs(1), peer.read_exact(&mut buf))
+            .await
+            .expect("flushed to the peer")
+            .expect("read");
+        guarded.shutdown().await.expect("shutdown");
+        let read = tokio::time::timeout(Duration::from_secs(1), peer.read(&mut buf))
+            .await
+            .expect("the peer sees the end")
+            .expect("read");
+        assert_eq!(read, 0);
     }
 }

@@ -198,3 +198,58 @@ impl HttpBody for Deadlined {
         self.body.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Equivalent mutant (excluded in `.cargo/mutants.toml`): `StreamService::poll_ready` ->
+    //! `Poll::from(Ok(()))`. The layer wraps tonic's router, which is always ready (as for
+    //! `AuthService`); the same holds for `MessageSizeService::poll_ready`.
+
+    use super::*;
+
+    use crate::transport::TransportConfig;
+
+    /// Bodies wrapped in `Body::new` are replaced by `Body::empty()` when they report their end
+    /// (tonic drops the wrapper, and with it a [`Tracked`] body's stream guard), and hyper sets
+    /// END_STREAM on the headers when the body it is given reports its end: both wrappers must
+    /// answer exactly as the body inside them.
+    #[tokio::test(start_paused = true)]
+    async fn the_wrappers_report_the_end_of_the_body_inside() {
+        let remote = SocketAddr::from(([127, 0, 0, 1], 1));
+        let connections = Connections::new(&TransportConfig::default());
+        let _socket = connections.admit((), remote).expect("room");
+        let tracked = |body| Tracked {
+            body,
+            _guard: connections
+                .get(remote)
+                .expect("registered")
+                .stream_started(),
+        };
+        let deadlined = |body| Deadlined {
+            body,
+            timeout: Duration::from_secs(1),
+            deadline: Box::pin(tokio::time::sleep(Duration::from_secs(1))),
+            ended: false,
+        };
+        let message = || Body::new(String::from("a message"));
+        assert!(tracked(Body::empty()).is_end_stream());
+        assert!(!tracked(message()).is_end_stream());
+        assert!(deadlined(Body::empty()).is_end_stream());
+        assert!(!deadlined(message()).is_end_stream());
+        // hyper sends a content-length for a body of known size.
+        assert_eq!(tracked(message()).size_hint().exact(), Some(9));
+        assert_eq!(deadlined(message()).size_hint().exact(), Some(9));
+    }
+
+    #[test]
+    fn a_request_is_traced_to_its_connection_by_the_peer_tonic_records() {
+        let remote = SocketAddr::from(([192, 0, 2, 1], 4321));
+        let mut request = http::Request::new(());
+        assert_eq!(remote_addr(&request), None);
+        request.extensions_mut().insert(TcpConnectInfo {
+            local_addr: None,
+            remote_addr: Some(remote),
+        });
+        assert_eq!(remote_addr(&request), Some(remote));
+    }
+}

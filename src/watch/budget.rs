@@ -356,4 +356,22 @@ mod tests {
         assert!(elapsed >= Duration::from_millis(450), "{elapsed:?}");
         assert!(elapsed <= Duration::from_millis(600), "{elapsed:?}");
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_bucket_fills_up_while_nobody_waits_and_its_tokens_are_taken_at_once() {
+        let budget = PollBudget::new(100, memory());
+        // The whole burst, taken at once: no poll waits while there are tokens in hand.
+        let started = tokio::time::Instant::now();
+        for _ in 0..10 {
+            budget.acquire(&lane()).await;
+        }
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        // Nobody polls for a second: the bucket refills to its burst meanwhile.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let started = tokio::time::Instant::now();
+        for _ in 0..10 {
+            budget.acquire(&lane()).await;
+        }
+        assert_eq!(started.elapsed(), Duration::ZERO);
+    }
 }
