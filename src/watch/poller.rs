@@ -180,4 +180,61 @@ mod tests {
             .collect();
         assert_eq!(steps, [1, 2, 5, 5, 5]);
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn final_when_settled_when_failed_long_enough_or_when_too_old() {
+        use crate::{
+            proto::v1::{DeliveryStatus, MatchState, SmsAttempt, VerificationOutcome},
+            store::MemoryStore,
+            watch::WatchConfig,
+        };
+        let (_stop_tx, stop) = watch::channel(false);
+        let config = WatchConfig {
+            flow_settle: Duration::from_secs(10),
+            max_lifetime: Duration::from_secs(100),
+            ..WatchConfig::default()
+        };
+        let hub = WatchHub::new(config, stop, Arc::new(MemoryStore::default()));
+        let sms = |status: DeliveryStatus| SmsAttempt {
+            status: status as i32,
+            ..Default::default()
+        };
+        let pending = Record {
+            sms_attempts: vec![sms(DeliveryStatus::Sending)],
+            ..Default::default()
+        };
+        let failed = Record {
+            sms_attempts: vec![sms(DeliveryStatus::Failed)],
+            ..Default::default()
+        };
+        let matched = Record {
+            outcome: Some(VerificationOutcome {
+                match_state: MatchState::Matched as i32,
+                ..Default::default()
+            }),
+            ..pending.clone()
+        };
+        let started = Instant::now();
+        tokio::time::advance(Duration::from_secs(50)).await;
+        let last_change = Instant::now();
+        let is_final = |record: &Record| is_final(&hub, record, started, last_change);
+        assert!(is_final(&matched), "a matched code settles at once");
+        assert!(!is_final(&pending));
+        assert!(!is_final(&failed), "a flow fallback may still come");
+        tokio::time::advance(Duration::from_secs(9)).await;
+        assert!(!is_final(&failed), "9 s after the last change");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(is_final(&failed), "10 s after the last change");
+        assert!(
+            !is_final(&pending),
+            "an attempt still sending keeps it open"
+        );
+        tokio::time::advance(Duration::from_secs(39)).await;
+        assert!(!is_final(&pending), "99 s after the start");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(
+            is_final(&pending),
+            "100 s after the start: the code has expired"
+        );
+    }
 }
