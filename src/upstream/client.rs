@@ -1046,6 +1046,10 @@ mod tests {
         }
     }
 
+    // Equivalent mutant: `read_capped`'s `first.len() + second.len()` → `*` only changes the
+    // capacity hint of the reassembly buffer (capped at the byte cap either way), never what is
+    // read or refused. (`-` is caught: it underflows when the first piece is the smaller.)
+
     mod ids_reach_the_url_unchanged {
         use proptest::prelude::*;
 
