@@ -572,4 +572,34 @@ mod tests {
         assert!(last.r#final && last.changes.is_empty());
         assert!(state.done);
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_joining_a_running_poller_gets_the_current_record_at_once() {
+        use tokio_stream::StreamExt;
+        let (_stop_tx, stop) = watch::channel(false);
+        let config = WatchConfig {
+            max_consecutive_errors: u32::MAX,
+            ..WatchConfig::default()
+        };
+        let hub = WatchHub::new(config, stop, Arc::new(MemoryStore::default()));
+        let who = Watcher::Connection(None);
+        let _first = open(&hub, &who, "1").expect("first stream");
+        let key: PollerKey = ("default".into(), WatchKey::Verification("1".into()));
+        let poller = hub.lock_pollers().get(&key).cloned().expect("its channel");
+        poller.send_replace(PollState::Record {
+            record: Arc::new(Record {
+                verification_id: "1".into(),
+                ..Default::default()
+            }),
+            last: false,
+        });
+        // The dead upstream never publishes again: only the current record can come.
+        let mut second = open(&hub, &who, "1").expect("second stream");
+        let message = tokio::time::timeout(Duration::from_secs(1), second.next())
+            .await
+            .expect("at once, not at the next change")
+            .expect("a message")
+            .expect("ok");
+        assert_eq!(message.changes, [RecordChange::Initial as i32]);
+    }
 }
