@@ -310,4 +310,27 @@ mod tests {
         // The unchanged record was not published again, and the poller still runs.
         assert_eq!(states.has_changed().ok(), Some(false));
     }
+
+    #[tokio::test]
+    async fn an_unchanged_record_is_polled_less_and_less_often() {
+        let server = wiremock::MockServer::start().await;
+        reply(&server, r#"{"status":0,"data":{"verificationId":"1"}}"#).await;
+        let config = WatchConfig {
+            backoff: vec![Duration::from_millis(1), Duration::from_secs(1)],
+            ..WatchConfig::default()
+        };
+        let started = Instant::now();
+        let _states = start(&server, config);
+        let deadline = started + Duration::from_secs(10);
+        while server.received_requests().await.expect("recorded").len() < 3 {
+            assert!(Instant::now() < deadline, "no third poll within 10 s");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Poll (the record is new), 1 ms, poll (unchanged: one quiet poll), 1 s, poll.
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed >= Duration::from_secs(1),
+            "the third poll came after {elapsed:?}, before the second backoff step"
+        );
+    }
 }
