@@ -1219,6 +1219,19 @@ mod tests {
     }
 
     #[test]
+    fn a_base_url_needs_a_host() {
+        for bad in ["https://", "http:///otp"] {
+            assert!(
+                matches!(
+                    check_base_url(Some(bad.into())),
+                    Err(ConfigError::BaseUrl(_))
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn the_flow_settle_wait_is_read() {
         // Not the default (125 s), which the watch config would fall back to.
         let config = serve(&["--watch-flow-settle", "30s"]);
