@@ -95,4 +95,11 @@ mod tests {
         assert_eq!(caller.account(), "brand-b");
         assert_eq!(caller.sends_per_minute(), Some(NonZeroU32::MIN));
     }
+
+    #[test]
+    fn the_account_label_is_the_account_name() {
+        let caller = Caller::new("checkout", "brand-b");
+        assert_eq!(&*caller.account_label(), "brand-b");
+        assert_eq!(&*Caller::anonymous().account_label(), DEFAULT_ACCOUNT);
+    }
 }

@@ -1192,6 +1192,53 @@ mod tests {
     }
 
     #[test]
+    fn modes_are_named_for_logs_and_metrics() {
+        assert_eq!(Mode::Live.as_str(), "live");
+        assert_eq!(Mode::Sandbox.as_str(), "sandbox");
+    }
+
+    #[test]
+    fn a_secret_shows_only_that_it_is_one() {
+        assert_eq!(
+            format!("{:?}", Secret::new("hunter2")),
+            "Secret(<redacted>)"
+        );
+    }
+
+    #[test]
+    fn help_and_version_are_information_not_errors() {
+        for flag in ["--help", "--version"] {
+            assert!(
+                matches!(
+                    Cli::parse_args(["itnio-otp-grpc", flag]),
+                    Err(CliError::Info(_))
+                ),
+                "{flag}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_base_url_needs_a_host() {
+        for bad in ["https://", "http:///otp"] {
+            assert!(
+                matches!(
+                    check_base_url(Some(bad.into())),
+                    Err(ConfigError::BaseUrl(_))
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_flow_settle_wait_is_read() {
+        // Not the default (125 s), which the watch config would fall back to.
+        let config = serve(&["--watch-flow-settle", "30s"]);
+        assert_eq!(config.watch.flow_settle, Duration::from_secs(30));
+    }
+
+    #[test]
     fn secrets_are_not_in_debug_output() {
         let config = serve(&[
             "--api-key",

@@ -90,3 +90,26 @@ fn watcher<T>(caller: &Caller, request: &Request<T>) -> Watcher {
         Watcher::Caller(caller.name().into())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn anonymous_watches_count_per_connection_and_named_callers_as_themselves() {
+        let peer: std::net::SocketAddr = "192.0.2.7:40000".parse().expect("address");
+        let mut request = Request::new(());
+        request
+            .extensions_mut()
+            .insert(tonic::transport::server::TcpConnectInfo {
+                local_addr: None,
+                remote_addr: Some(peer),
+            });
+        assert_eq!(
+            watcher(&Caller::anonymous(), &request),
+            Watcher::Connection(Some(peer))
+        );
+        let alice = Caller::new("alice", "default");
+        assert_eq!(watcher(&alice, &request), Watcher::Caller("alice".into()));
+    }
+}

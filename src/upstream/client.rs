@@ -896,6 +896,167 @@ mod tests {
         assert!(scrub_reason(&"x".repeat(1000)).len() <= MAX_REASON_CHARS);
     }
 
+    #[test]
+    fn the_client_debug_shows_its_config_and_no_secret() {
+        let c = client("https://api.itniotech.com/otp");
+        let shown = format!("{c:?}");
+        assert!(
+            shown.starts_with("UpstreamClient { config: UpstreamConfig {"),
+            "{shown}"
+        );
+        assert!(shown.contains("https://api.itniotech.com/otp"), "{shown}");
+        assert!(!shown.contains("s3cr3t-value"), "{shown}");
+    }
+
+    #[tokio::test]
+    async fn the_client_takes_its_slots_from_the_limit_it_was_given() {
+        use crate::upstream::ConcurrencyConfig;
+        let limit = ConcurrencyLimit::new(ConcurrencyConfig {
+            max: 1,
+            queue_wait: Duration::ZERO,
+        });
+        let _held = limit
+            .enter(Endpoint::FlowList, Duration::from_secs(1))
+            .await
+            .expect("the only slot");
+        let c = client("http://127.0.0.1:1/otp").with_concurrency_limit(limit);
+        let shared = c
+            .concurrency_limit()
+            .enter(Endpoint::FlowList, Duration::from_secs(1))
+            .await;
+        assert!(
+            matches!(shared, Err(UpstreamError::Overloaded { limit: 1, .. })),
+            "{shared:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn no_time_left_is_a_timeout_and_nothing_is_sent() {
+        // Nothing listens on port 1: a send would fail with Connect, not Timeout.
+        let c = client("http://127.0.0.1:1/otp");
+        let result = c
+            .call::<IgnoredAny>(Endpoint::FlowList, None, None::<&()>, Some(Duration::ZERO))
+            .await;
+        assert!(
+            matches!(
+                result,
+                Err(UpstreamError::Timeout {
+                    endpoint: Endpoint::FlowList
+                })
+            ),
+            "{result:?}"
+        );
+    }
+
+    /// Collects what a `tracing` subscriber writes, for asserting on log lines.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn the_retry_of_an_expired_timestamp_is_logged_as_attempt_2() {
+        use wiremock::{Mock, MockServer, ResponseTemplate, matchers::method};
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .respond_with(ResponseTemplate::new(200).set_body_string(r#"{"status":-16}"#))
+            .expect(2)
+            .mount(&server)
+            .await;
+        let logs = Captured::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let result = {
+            let _default = tracing::subscriber::set_default(subscriber);
+            client(&format!("{}/otp", server.uri()))
+                .call::<IgnoredAny>(Endpoint::FlowList, None, None::<&()>, None)
+                .await
+        };
+        assert!(
+            matches!(result, Err(UpstreamError::Rejected { status: -16, .. })),
+            "{result:?}"
+        );
+        let logs = String::from_utf8(logs.0.lock().expect("logs").clone()).expect("utf-8");
+        let attempts: Vec<_> = logs
+            .lines()
+            .filter(|line| line.contains("itnio call"))
+            .filter_map(|line| line.split_whitespace().find(|w| w.starts_with("attempt=")))
+            .collect();
+        assert_eq!(attempts, ["attempt=1", "attempt=2"], "{logs}");
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_names_its_cause() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        drop(listener);
+        let result = client(&format!("http://127.0.0.1:{port}/otp"))
+            .call::<IgnoredAny>(Endpoint::FlowList, None, None::<&()>, None)
+            .await;
+        match result {
+            // Nothing was sent: Connect (retryable anywhere), not Interrupted.
+            Err(UpstreamError::Connect { detail, .. }) => {
+                assert!(detail.starts_with("connection failed: "), "{detail}");
+                assert!(detail.to_lowercase().contains("refused"), "{detail}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_rejected_report_is_an_error() {
+        use wiremock::{Mock, MockServer, ResponseTemplate, matchers::method};
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_string(r#"{"status":-24,"reason":"no such app"}"#),
+            )
+            .expect(1)
+            .mount(&server)
+            .await;
+        let result = client(&format!("{}/otp", server.uri()))
+            .call_no_data(Endpoint::BackfillRate, &serde_json::json!({}), None)
+            .await;
+        match result {
+            Err(UpstreamError::Rejected { status, reason, .. }) => {
+                assert_eq!((status, reason.as_str()), (-24, "no such app"))
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_upstreams_own_reason_is_kept() {
+        // -27's description is "Period total send limit": a different text must come through.
+        match decode::<IgnoredAny>(
+            Endpoint::FlowList,
+            br#"{"status":-27,"reason":"slow down"}"#,
+        ) {
+            Err(UpstreamError::Rejected { reason, .. }) => assert_eq!(reason, "slow down"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    // Equivalent mutant: `read_capped`'s `first.len() + second.len()` → `*` only changes the
+    // capacity hint of the reassembly buffer (capped at the byte cap either way), never what is
+    // read or refused. (`-` is caught: it underflows when the first piece is the smaller.)
+
     mod ids_reach_the_url_unchanged {
         use proptest::prelude::*;
 

@@ -437,4 +437,28 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn what_the_decoders_expect_is_named_for_other_formats() {
+        // serde_json always finds a visit method; a format with byte strings falls back to
+        // `expecting`, whose text ends up in the error.
+        use serde::de::value::{BytesDeserializer, Error};
+        let scalar = Scalar::deserialize(BytesDeserializer::<Error>::new(b"x"))
+            .err()
+            .expect("bytes are no JSON value");
+        assert!(
+            scalar.to_string().ends_with("expected any JSON value"),
+            "{scalar}"
+        );
+        let list = one_or_many::<_, IgnoredAny>(BytesDeserializer::<Error>::new(b"x"))
+            .expect_err("bytes are no list");
+        assert!(
+            list.to_string()
+                .ends_with("expected a list, a single item or null"),
+            "{list}"
+        );
+    }
+
+    // Equivalent mutant: `OneOrManyVisitor::visit_unit -> Ok(Default::default())` returns the
+    // same empty `Vec` as `Vec::new()`.
 }

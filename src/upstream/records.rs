@@ -281,4 +281,19 @@ mod tests {
             serde_json::from_value(json!({"cost":null,"costEur":0.2})).expect("eur");
         assert_eq!(c.cost.as_deref(), Some("0.2"));
     }
+
+    #[test]
+    fn outcome_debug_hides_only_the_receiver() {
+        let outcome = Outcome {
+            matched: Some(0),
+            verified_date: Some("2023-01-29".into()),
+            ori_receiver: Some("91856321412".into()),
+            channel: Some("call".into()),
+            order_id: Some("o1".into()),
+        };
+        assert_eq!(
+            format!("{outcome:?}"),
+            r#"Outcome { matched: Some(0), verified_date: Some("2023-01-29"), ori_receiver: Some(<redacted>), channel: Some("call"), order_id: Some("o1") }"#
+        );
+    }
 }

@@ -332,4 +332,58 @@ mod tests {
                 "callbackTime":"2023-01-29T09:59:58+08:00"})
         );
     }
+
+    #[test]
+    fn each_debug_names_its_type_and_shows_what_is_safe() {
+        let check = format!(
+            "{:?}",
+            CheckRequest {
+                verification_id: "v1".into(),
+                code: "5863".into()
+            }
+        );
+        assert_eq!(
+            check,
+            r#"CheckRequest { verification_id: "v1", code: <redacted> }"#
+        );
+        let report = format!(
+            "{:?}",
+            ConversionReport {
+                app_id: "a".into(),
+                verification_id: "v1".into(),
+                number: Some("8613512345678".into()),
+                time: "1681184764000".into(),
+            }
+        );
+        assert_eq!(
+            report,
+            r#"ConversionReport { app_id: "a", verification_id: "v1", number: Some(<redacted>), time: "1681184764000" }"#
+        );
+        let sent = format!(
+            "{:?}",
+            Sent {
+                verification_id: "v1".into(),
+                to: Some("91856321412".into()),
+                channel: Some("sms".into()),
+                sna_url: None,
+            }
+        );
+        assert_eq!(
+            sent,
+            r#"Sent { verification_id: "v1", to: Some(<redacted>), channel: Some("sms"), sna_url: None }"#
+        );
+        let checked = format!(
+            "{:?}",
+            CheckResult {
+                verification_id: Some("v1".into()),
+                to: Some("91856321412".into()),
+                channel: None,
+                matched: Some(0),
+            }
+        );
+        assert_eq!(
+            checked,
+            r#"CheckResult { verification_id: Some("v1"), to: Some(<redacted>), channel: None, matched: Some(0) }"#
+        );
+    }
 }

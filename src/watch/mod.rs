@@ -442,4 +442,164 @@ mod tests {
         assert_eq!(hub.records_watched_by(&carol), 0);
         assert!(lock(&hub.shared.watched).is_empty());
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_watch_ends_at_its_deadline_and_not_before() {
+        use tokio_stream::StreamExt;
+        let (stop_tx, stop) = watch::channel(false);
+        let config = WatchConfig {
+            // Polls of the dead upstream keep failing without ending the watch.
+            max_consecutive_errors: u32::MAX,
+            ..WatchConfig::default()
+        };
+        let hub = WatchHub::new(config, stop, Arc::new(MemoryStore::default()));
+        let key = WatchKey::Verification("1".into());
+        let who = Watcher::Connection(None);
+        let started = Instant::now();
+        let mut stream = hub
+            .watch(
+                who,
+                "default",
+                upstream(),
+                key,
+                Some(Duration::from_secs(10)),
+            )
+            .expect("opened");
+        let status = match stream.next().await {
+            Some(Err(status)) => status,
+            other => panic!("expected the deadline, got {other:?}"),
+        };
+        assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+        assert!(started.elapsed() >= Duration::from_secs(10));
+        assert!(
+            stream.next().await.is_none(),
+            "the deadline ends the stream"
+        );
+        drop(stop_tx);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_ends_a_watch_with_unavailable() {
+        use tokio_stream::StreamExt;
+        let (stop_tx, stop) = watch::channel(false);
+        let config = WatchConfig {
+            max_consecutive_errors: u32::MAX,
+            ..WatchConfig::default()
+        };
+        let hub = WatchHub::new(config, stop, Arc::new(MemoryStore::default()));
+        let mut stream = open(&hub, &Watcher::Connection(None), "1").expect("opened");
+        let next = tokio::spawn(async move { stream.next().await });
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert!(
+            !next.is_finished(),
+            "no deadline, no record: the watch waits"
+        );
+        stop_tx.send_replace(true);
+        match next.await.expect("joined") {
+            Some(Err(status)) => {
+                assert_eq!(status.code(), tonic::Code::Unavailable);
+                assert!(status.message().contains("shutting down"), "{status:?}");
+            }
+            other => panic!("expected UNAVAILABLE, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_poller_retires_only_when_no_stream_needs_it() {
+        let (hub, _stop) = hub(10);
+        let key: PollerKey = ("default".into(), WatchKey::Verification("1".into()));
+        let registered = |hub: &WatchHub| hub.lock_pollers().contains_key(&key);
+        let (sender, receiver) = watch::channel(PollState::Pending);
+        hub.lock_pollers().insert(key.clone(), sender.clone());
+        assert!(!hub.retire(&key, &sender), "a stream still listens");
+        assert!(registered(&hub));
+        let record = Arc::new(Record::default());
+        sender.send_replace(PollState::Record {
+            record: Arc::clone(&record),
+            last: true,
+        });
+        assert!(hub.retire(&key, &sender), "the record is final");
+        assert!(!registered(&hub));
+        // A newer poller of the same key is not removed by an old one retiring.
+        let (newer, _newer_receiver) = watch::channel(PollState::Pending);
+        hub.lock_pollers().insert(key.clone(), newer);
+        sender.send_replace(PollState::Pending);
+        drop(receiver);
+        assert!(hub.retire(&key, &sender), "nobody listens any more");
+        assert!(registered(&hub));
+    }
+
+    #[tokio::test]
+    async fn a_stream_sends_the_first_record_its_changes_and_the_end() {
+        let (hub, stop_tx) = hub(10);
+        let key: PollerKey = ("default".into(), WatchKey::Verification("1".into()));
+        let (_sender, updates) = watch::channel(PollState::Pending);
+        let mut state = StreamState {
+            updates,
+            stop: stop_tx.subscribe(),
+            previous: None,
+            deadline: None,
+            fresh: true,
+            done: false,
+            _open: StreamGauge::open(),
+            _slot: hub
+                .take_slot(&Watcher::Connection(None), &key)
+                .expect("slot"),
+        };
+        assert!(state.message_for(PollState::Pending).is_none());
+        let record = Arc::new(Record {
+            verification_id: "1".into(),
+            ..Default::default()
+        });
+        let record_state = |last| PollState::Record {
+            record: Arc::clone(&record),
+            last,
+        };
+        let first = state
+            .message_for(record_state(false))
+            .expect("the first record")
+            .expect("ok");
+        assert_eq!(first.changes, [RecordChange::Initial as i32]);
+        assert!(!first.r#final);
+        assert!(
+            state.message_for(record_state(false)).is_none(),
+            "no change"
+        );
+        let last = state
+            .message_for(record_state(true))
+            .expect("the final record")
+            .expect("ok");
+        assert!(last.r#final && last.changes.is_empty());
+        assert!(state.done);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_joining_a_running_poller_gets_the_current_record_at_once() {
+        use tokio_stream::StreamExt;
+        let (_stop_tx, stop) = watch::channel(false);
+        let config = WatchConfig {
+            max_consecutive_errors: u32::MAX,
+            ..WatchConfig::default()
+        };
+        let hub = WatchHub::new(config, stop, Arc::new(MemoryStore::default()));
+        let who = Watcher::Connection(None);
+        let _first = open(&hub, &who, "1").expect("first stream");
+        let key: PollerKey = ("default".into(), WatchKey::Verification("1".into()));
+        let poller = hub.lock_pollers().get(&key).cloned().expect("its channel");
+        poller.send_replace(PollState::Record {
+            record: Arc::new(Record {
+                verification_id: "1".into(),
+                ..Default::default()
+            }),
+            last: false,
+        });
+        // The dead upstream never publishes again: only the current record can come.
+        let mut second = open(&hub, &who, "1").expect("second stream");
+        let message = tokio::time::timeout(Duration::from_secs(1), second.next())
+            .await
+            .expect("at once, not at the next change")
+            .expect("a message")
+            .expect("ok");
+        assert_eq!(message.changes, [RecordChange::Initial as i32]);
+    }
 }

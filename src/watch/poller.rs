@@ -132,6 +132,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::{store::MemoryStore, upstream::UpstreamConfig, watch::WatchConfig};
 
     #[test]
     fn only_failures_a_retry_can_cure_are_transient() {
@@ -179,5 +180,157 @@ mod tests {
             .map(|i| backoff_step(&schedule, i).as_secs())
             .collect();
         assert_eq!(steps, [1, 2, 5, 5, 5]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn final_when_settled_when_failed_long_enough_or_when_too_old() {
+        use crate::proto::v1::{DeliveryStatus, MatchState, SmsAttempt, VerificationOutcome};
+        let (_stop_tx, stop) = watch::channel(false);
+        let config = WatchConfig {
+            flow_settle: Duration::from_secs(10),
+            max_lifetime: Duration::from_secs(100),
+            ..WatchConfig::default()
+        };
+        let hub = WatchHub::new(config, stop, Arc::new(MemoryStore::default()));
+        let sms = |status: DeliveryStatus| SmsAttempt {
+            status: status as i32,
+            ..Default::default()
+        };
+        let pending = Record {
+            sms_attempts: vec![sms(DeliveryStatus::Sending)],
+            ..Default::default()
+        };
+        let failed = Record {
+            sms_attempts: vec![sms(DeliveryStatus::Failed)],
+            ..Default::default()
+        };
+        let matched = Record {
+            outcome: Some(VerificationOutcome {
+                match_state: MatchState::Matched as i32,
+                ..Default::default()
+            }),
+            ..pending.clone()
+        };
+        let started = Instant::now();
+        tokio::time::advance(Duration::from_secs(50)).await;
+        let last_change = Instant::now();
+        let is_final = |record: &Record| is_final(&hub, record, started, last_change);
+        assert!(is_final(&matched), "a matched code settles at once");
+        assert!(!is_final(&pending));
+        assert!(!is_final(&failed), "a flow fallback may still come");
+        tokio::time::advance(Duration::from_secs(9)).await;
+        assert!(!is_final(&failed), "9 s after the last change");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(is_final(&failed), "10 s after the last change");
+        assert!(
+            !is_final(&pending),
+            "an attempt still sending keeps it open"
+        );
+        tokio::time::advance(Duration::from_secs(39)).await;
+        assert!(!is_final(&pending), "99 s after the start");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(
+            is_final(&pending),
+            "100 s after the start: the code has expired"
+        );
+    }
+
+    /// Starts a poller of verification "1" on `server` for `config`; its published states.
+    fn start(server: &wiremock::MockServer, config: WatchConfig) -> watch::Receiver<PollState> {
+        let (stop_tx, stop) = watch::channel(false);
+        // Never sent: the hub must not see a shutdown.
+        std::mem::forget(stop_tx);
+        let hub = WatchHub::new(config, stop, Arc::new(MemoryStore::default()));
+        let upstream = UpstreamClient::new(UpstreamConfig {
+            base_url: server.uri(),
+            api_key: "k".into(),
+            api_secret: "s".into(),
+            timeout: Duration::from_secs(5),
+        })
+        .expect("client");
+        let key: PollerKey = ("default".into(), WatchKey::Verification("1".into()));
+        let (sender, states) = watch::channel(PollState::Pending);
+        tokio::spawn(run(hub, upstream, key, sender, Watcher::Connection(None)));
+        states
+    }
+
+    async fn reply(server: &wiremock::MockServer, body: &'static str) {
+        use wiremock::{Mock, ResponseTemplate, matchers::path};
+        Mock::given(path("/verification/record/1"))
+            .respond_with(ResponseTemplate::new(200).set_body_string(body))
+            .mount(server)
+            .await;
+    }
+
+    #[tokio::test]
+    async fn transient_errors_are_retried_up_to_the_limit_then_end_the_watch() {
+        let server = wiremock::MockServer::start().await;
+        reply(&server, r#"{"status":-18,"reason":"busy"}"#).await;
+        let config = WatchConfig {
+            backoff: vec![Duration::from_millis(1)],
+            max_consecutive_errors: 2,
+            ..WatchConfig::default()
+        };
+        let mut states = start(&server, config);
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            states.wait_for(|s| matches!(s, PollState::Failed(_))),
+        )
+        .await
+        .expect("the watch ends within 10 s")
+        .expect("with the error, published before the poller stops");
+        let polls = server.received_requests().await.expect("recorded").len();
+        assert_eq!(
+            polls, 3,
+            "two errors are tolerated, the third ends the watch"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_record_is_published_once_and_polling_goes_on_while_it_is_open() {
+        let server = wiremock::MockServer::start().await;
+        reply(&server, r#"{"status":0,"data":{"verificationId":"1"}}"#).await;
+        let config = WatchConfig {
+            backoff: vec![Duration::from_millis(1)],
+            ..WatchConfig::default()
+        };
+        let mut states = start(&server, config);
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            states.wait_for(|s| matches!(s, PollState::Record { last: false, .. })),
+        )
+        .await
+        .expect("the first record within 10 s")
+        .expect("published");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while server.received_requests().await.expect("recorded").len() < 3 {
+            assert!(Instant::now() < deadline, "no third poll within 10 s");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The unchanged record was not published again, and the poller still runs.
+        assert_eq!(states.has_changed().ok(), Some(false));
+    }
+
+    #[tokio::test]
+    async fn an_unchanged_record_is_polled_less_and_less_often() {
+        let server = wiremock::MockServer::start().await;
+        reply(&server, r#"{"status":0,"data":{"verificationId":"1"}}"#).await;
+        let config = WatchConfig {
+            backoff: vec![Duration::from_millis(1), Duration::from_secs(1)],
+            ..WatchConfig::default()
+        };
+        let started = Instant::now();
+        let _states = start(&server, config);
+        let deadline = started + Duration::from_secs(10);
+        while server.received_requests().await.expect("recorded").len() < 3 {
+            assert!(Instant::now() < deadline, "no third poll within 10 s");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Poll (the record is new), 1 ms, poll (unchanged: one quiet poll), 1 s, poll.
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed >= Duration::from_secs(1),
+            "the third poll came after {elapsed:?}, before the second backoff step"
+        );
     }
 }
