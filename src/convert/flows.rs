@@ -119,6 +119,17 @@ mod tests {
     use crate::convert::tests::fields;
 
     #[test]
+    fn only_channel_cut_1_keeps_the_channel() {
+        for (wire_value, expected) in [(Some(1), true), (Some(0), false), (None, false)] {
+            let node = wire::FlowNode {
+                channel_cut: wire_value,
+                ..Default::default()
+            };
+            assert_eq!(node_from_wire(node).channel_cut, expected, "{wire_value:?}");
+        }
+    }
+
+    #[test]
     fn nodes_are_checked_one_by_one() {
         let err = create_request(&pb::CreateFlowRequest {
             name: "fallback".into(),

@@ -176,6 +176,23 @@ mod tests {
     use crate::proto::v1::{Channel, MatchState};
 
     #[test]
+    fn every_sms_status_has_its_own_meaning() {
+        for (wire_value, expected) in [
+            (Some(-1), DeliveryStatus::Sending),
+            (Some(0), DeliveryStatus::Delivered),
+            (Some(1), DeliveryStatus::Failed),
+            (Some(2), DeliveryStatus::Unspecified),
+            (None, DeliveryStatus::Unspecified),
+        ] {
+            let sms = wire::SmsAttempt {
+                status: wire_value,
+                ..Default::default()
+            };
+            assert_eq!(sms_from_wire(sms).status, expected as i32, "{wire_value:?}");
+        }
+    }
+
+    #[test]
     fn a_flow_record_keeps_both_channels() {
         let record = wire::Record {
             order_id: Some("1234566".into()),
