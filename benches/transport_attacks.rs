@@ -16,6 +16,8 @@
 //! Run: `BEFORE_BIN=/path/to/old/itnio-otp-grpc cargo bench --bench transport_attacks`.
 
 mod common;
+#[path = "../tests/common/mod.rs"]
+mod harness;
 
 use std::{
     io::{BufRead, BufReader, Read},
@@ -27,7 +29,7 @@ use std::{
 use itnio_otp_grpc::{
     proto::v1::{
         self as pb, app_service_client::AppServiceClient,
-        record_service_client::RecordServiceClient, template_service_client::TemplateServiceClient,
+        record_service_client::RecordServiceClient,
         verification_service_client::VerificationServiceClient, watch_record_request::Selector,
     },
     sandbox::{Sandbox, SandboxConfig},
@@ -157,37 +159,11 @@ async fn health_latency(addr: SocketAddr) -> String {
     }
 }
 
+/// An app and a template under a name no other attack used in the shared sandbox.
 async fn app(channel: &Channel) -> (String, String) {
-    let app = AppServiceClient::new(channel.clone())
-        .create_app(pb::CreateAppRequest {
-            name: format!("bench-{}", std::process::id() ^ rand_suffix()),
-            code_expiry_minutes: Some(60),
-            ..Default::default()
-        })
-        .await
-        .expect("app")
-        .into_inner()
-        .app
-        .expect("app");
-    let template = TemplateServiceClient::new(channel.clone())
-        .create_template(pb::CreateTemplateRequest {
-            app_id: app.app_id.clone(),
-            name: format!("bench-t{}", rand_suffix()),
-            text: "##code##".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("template")
-        .into_inner()
-        .template
-        .expect("template");
-    (app.app_id, template.template_id)
-}
-
-/// A different number on every call, so app names never collide in the shared sandbox.
-fn rand_suffix() -> u32 {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
-    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) << 20
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    harness::app_and_template(channel, &format!("bench-{}-{n}", std::process::id())).await
 }
 
 /// 1. `CALLS` GetApp calls at once on one connection, `rounds` times.
