@@ -18,7 +18,8 @@
 //! Run: `cargo bench --bench facade` (3 rounds of 2 s per cell, medians; ~3 minutes) or
 //! `cargo bench --bench facade -- --quick` (1 round of 0.8 s per cell; ~30 s). `FACADE_BENCH_SECS`
 //! and `FACADE_BENCH_ROUNDS` override either; `FACADE_BENCH_BIN` runs another `itnio-otp-grpc`
-//! binary than this build's (to compare two builds in one time window). The load generator runs in this process and shares
+//! binary than this build's (to compare two builds in one time window); `FACADE_BENCH_WORKERS`
+//! sets the facade's `WORKER_THREADS`. The load generator runs in this process and shares
 //! the machine's cores with both servers, equally for all three paths. It prints the facade's
 //! pid and each cell as it starts on stderr, to attach a profiler (`perf record -p PID`) to one.
 
@@ -107,18 +108,21 @@ impl Server {
     }
 
     fn facade(sandbox: SocketAddr) -> Self {
-        Self::spawn(
-            &[],
-            &[
-                ("GRPC_LISTEN_ADDR", "{addr}".into()),
-                ("METRICS_LISTEN_ADDR", "127.0.0.1:0".into()),
-                // No callers file: the bench measures the RPC path, not token checks.
-                ("ALLOW_UNAUTHENTICATED", "true".into()),
-                ("ITNIO_API_KEY", KEY.into()),
-                ("ITNIO_API_SECRET", SECRET.into()),
-                ("ITNIO_BASE_URL", format!("http://{sandbox}")),
-            ],
-        )
+        let mut envs = vec![
+            ("GRPC_LISTEN_ADDR", "{addr}".into()),
+            ("METRICS_LISTEN_ADDR", "127.0.0.1:0".into()),
+            // No callers file: the bench measures the RPC path, not token checks.
+            ("ALLOW_UNAUTHENTICATED", "true".into()),
+            ("ITNIO_API_KEY", KEY.into()),
+            ("ITNIO_API_SECRET", SECRET.into()),
+            ("ITNIO_BASE_URL", format!("http://{sandbox}")),
+        ];
+        // `FACADE_BENCH_WORKERS=N`: the facade's WORKER_THREADS (default: its own default, the
+        // CPUs it may use), e.g. 1 for the Deployment's one-CPU limit.
+        if let Ok(workers) = std::env::var("FACADE_BENCH_WORKERS") {
+            envs.push(("WORKER_THREADS", workers));
+        }
+        Self::spawn(&[], &envs)
     }
 
     fn pid(&self) -> u32 {
@@ -173,13 +177,26 @@ fn endpoint(addr: SocketAddr) -> tonic::transport::Endpoint {
 
 /// CPU time used so far by every thread of `pid`, in nanoseconds.
 fn cpu_ns(pid: u32) -> u64 {
+    schedstat(pid).0
+}
+
+/// CPU nanoseconds and the number of times a thread of `pid` was switched onto a CPU, summed
+/// over its threads (`/proc/PID/task/*/schedstat`: time on CPU, wait time, timeslices run).
+/// Switches per request count the wake-ups a call costs, which decide latency at c=1 and are
+/// steadier than times on a shared machine.
+fn schedstat(pid: u32) -> (u64, u64) {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
+        return (0, 0);
     };
     tasks
         .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum()
+        .filter_map(|s| {
+            let mut fields = s.split_whitespace();
+            let ns = fields.next()?.parse::<u64>().ok()?;
+            let runs = fields.nth(1)?.parse::<u64>().ok()?;
+            Some((ns, runs))
+        })
+        .fold((0, 0), |(ns, runs), (n, r)| (ns + n, runs + r))
 }
 
 /// Resident set size of `pid` in bytes.
@@ -404,6 +421,8 @@ struct Figures {
     p99_us: f64,
     p999_us: f64,
     facade_cpu_us: f64,
+    /// Times a facade thread was switched onto a CPU, per request.
+    facade_switches: f64,
     sandbox_cpu_us: f64,
     /// This process (the load generator: gRPC or REST client side).
     bench_cpu_us: f64,
@@ -439,11 +458,16 @@ async fn measure(
         workers.join_all()
     };
     run(WARMUP).await;
-    let (facade_cpu, sandbox_cpu, bench_cpu) = (cpu_ns(facade), cpu_ns(sandbox), cpu_ns(self_pid));
+    let ((facade_cpu, facade_runs), sandbox_cpu, bench_cpu) =
+        (schedstat(facade), cpu_ns(sandbox), cpu_ns(self_pid));
     let started = Instant::now();
     let mut latencies: Vec<u64> = run(window).await.into_iter().flatten().collect();
     let elapsed = started.elapsed().as_secs_f64();
-    let facade_cpu = cpu_ns(facade) - facade_cpu;
+    let (facade_cpu_after, facade_runs_after) = schedstat(facade);
+    let (facade_cpu, facade_runs) = (
+        facade_cpu_after - facade_cpu,
+        facade_runs_after - facade_runs,
+    );
     let sandbox_cpu = cpu_ns(sandbox) - sandbox_cpu;
     let bench_cpu = cpu_ns(self_pid) - bench_cpu;
     latencies.sort_unstable();
@@ -458,6 +482,7 @@ async fn measure(
         p99_us: quantile(0.99),
         p999_us: quantile(0.999),
         facade_cpu_us: facade_cpu as f64 / 1000.0 / count,
+        facade_switches: facade_runs as f64 / count,
         sandbox_cpu_us: sandbox_cpu as f64 / 1000.0 / count,
         bench_cpu_us: bench_cpu as f64 / 1000.0 / count,
         rss_mib: rss(facade) as f64 / 1_048_576.0,
@@ -477,6 +502,7 @@ fn median_figures(rounds: &[Figures]) -> Figures {
         p99_us: m(|f| f.p99_us),
         p999_us: m(|f| f.p999_us),
         facade_cpu_us: m(|f| f.facade_cpu_us),
+        facade_switches: m(|f| f.facade_switches),
         sandbox_cpu_us: m(|f| f.sandbox_cpu_us),
         bench_cpu_us: m(|f| f.bench_cpu_us),
         rss_mib: m(|f| f.rss_mib),
@@ -576,9 +602,9 @@ fn print_table(cells: &[Cell]) {
             .expect("every cell measured")
     };
     println!(
-        "| method | c | path | req/s | p50 µs | p99 µs | p99.9 µs | facade CPU µs/req | sandbox CPU µs/req | bench CPU µs/req | facade RSS MiB | req/s ÷ floor | req/s ÷ direct | p50 ÷ floor | p50 ÷ direct |"
+        "| method | c | path | req/s | p50 µs | p99 µs | p99.9 µs | facade CPU µs/req | facade switches/req | sandbox CPU µs/req | bench CPU µs/req | facade RSS MiB | req/s ÷ floor | req/s ÷ direct | p50 ÷ floor | p50 ÷ direct |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for cell in cells {
         let f = cell.figures();
         let floor = find(Path::Floor, None, cell.concurrency);
@@ -596,7 +622,7 @@ fn print_table(cells: &[Cell]) {
             None => "1.00 | — | 1.00 | —".to_owned(),
         };
         println!(
-            "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {ratios} |",
+            "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} | {:.2} | {:.1} | {:.1} | {:.1} | {ratios} |",
             cell.method.map_or("Health/Check", Method::name),
             cell.concurrency,
             cell.path.name(),
@@ -605,6 +631,7 @@ fn print_table(cells: &[Cell]) {
             f.p99_us,
             f.p999_us,
             f.facade_cpu_us,
+            f.facade_switches,
             f.sandbox_cpu_us,
             f.bench_cpu_us,
             f.rss_mib,
@@ -756,9 +783,10 @@ async fn main() {
     let (starts, idle_cpu, idle_rss) = fresh_processes(sandbox.addr).await;
 
     println!(
-        "facade benchmark: {} round(s) of {:.1} s per cell, medians; load generator in-process\n",
+        "facade benchmark: {} round(s) of {:.1} s per cell, medians; load generator in-process; facade WORKER_THREADS={}\n",
         options.rounds,
-        options.window.as_secs_f64()
+        options.window.as_secs_f64(),
+        std::env::var("FACADE_BENCH_WORKERS").unwrap_or_else(|_| "default".into())
     );
     print_table(&cells);
     println!(

@@ -6,8 +6,8 @@
 //! whose `Debug` prints a placeholder.
 
 use std::{
-    error::Error as _, ffi::OsString, fmt, net::SocketAddr, path::PathBuf, sync::Arc,
-    time::Duration,
+    error::Error as _, ffi::OsString, fmt, net::SocketAddr, num::NonZeroUsize, path::PathBuf,
+    sync::Arc, time::Duration,
 };
 
 use clap::{
@@ -43,6 +43,10 @@ pub struct Cli {
     /// Log line format: `text` for terminals, `json` for log collectors.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
+    /// Threads that run calls (the tokio runtime's workers). Default: the CPUs this process may
+    /// use, counting a container's CPU limit (a Kubernetes `limits.cpu: "1"` gives 1).
+    #[arg(long, env = "WORKER_THREADS", global = true)]
+    worker_threads: Option<NonZeroUsize>,
 }
 
 /// How log lines are written.
@@ -500,6 +504,14 @@ pub enum CliError {
 }
 
 impl Cli {
+    /// How many worker threads the runtime gets: `WORKER_THREADS`, or else the CPUs available to
+    /// the process (`std::thread::available_parallelism` reads the cgroup CPU quota too).
+    pub fn worker_threads(&self) -> usize {
+        self.worker_threads
+            .or_else(|| std::thread::available_parallelism().ok())
+            .map_or(1, NonZeroUsize::get)
+    }
+
     /// Parses `args` and the environment. Unlike clap's own exit (code 2, naming the flag), a bad
     /// value read from the environment is reported by its variable name, so it can be fixed where
     /// it was set.

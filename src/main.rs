@@ -19,8 +19,7 @@ const EXIT_CONFIG: u8 = 64;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = match Cli::parse_args(std::env::args_os()) {
         Ok(cli) => cli,
         Err(CliError::Info(help)) => help.exit(),
@@ -30,6 +29,7 @@ async fn main() -> ExitCode {
         }
     };
     telemetry::logging::init(cli.log_format);
+    let worker_threads = cli.worker_threads();
     let command = match cli.into_command() {
         Ok(command) => command,
         Err(problem) => {
@@ -37,7 +37,23 @@ async fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    match run(command).await {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(worker_threads)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(problem) => {
+            error!("cannot start the runtime: {problem}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // What the runtime really has, not what was asked for.
+    info!(
+        worker_threads = runtime.metrics().num_workers(),
+        "runtime started"
+    );
+    match runtime.block_on(run(command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(problem) => {
             error!("{problem}");

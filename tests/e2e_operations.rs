@@ -188,6 +188,8 @@ fn values_that_do_not_parse_exit_64_naming_the_environment_variable() {
         ("ITNIO_TIMEOUT", "ten", "is invalid"),
         ("METRICS_LISTEN_ADDR", "9090", "invalid socket address"),
         ("ITNIO_MODE", "production", "expected one of live, sandbox"),
+        ("WORKER_THREADS", "0", "number would be zero"),
+        ("WORKER_THREADS", "two", "invalid digit"),
     ] {
         let (code, stderr) = run_to_exit(&[(name, value)]);
         assert_eq!(code, Some(64), "{name}: {stderr}");
@@ -232,6 +234,26 @@ fn values_that_do_not_parse_exit_64_naming_the_environment_variable() {
     assert_eq!(output.status.code(), Some(64), "{stderr}");
     assert!(stderr.contains("--upstream-timeout"), "{stderr}");
     assert!(!stderr.contains("ITNIO_TIMEOUT"), "{stderr}");
+}
+
+#[tokio::test]
+async fn worker_threads_are_the_cpus_by_default_and_worker_threads_when_set() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for (envs, expected) in [
+        (vec![("ITNIO_MODE", "sandbox")], cpus),
+        (vec![("ITNIO_MODE", "sandbox"), ("WORKER_THREADS", "3")], 3),
+    ] {
+        let binary = Binary::start(&envs);
+        let line = binary.wait_for("runtime started").await;
+        assert!(
+            line.contains(&format!("worker_threads={expected}")),
+            "{envs:?}: {line}"
+        );
+        // And the server it runs answers.
+        let channel = binary.grpc().await;
+        let reply = health_of(&channel, "").await;
+        assert_eq!(*reply.get_ref(), ServingStatus::Serving as i32);
+    }
 }
 
 #[test]
