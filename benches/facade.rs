@@ -19,7 +19,7 @@
 //! `cargo bench --bench facade -- --quick` (1 round of 0.8 s per cell; ~30 s). `FACADE_BENCH_SECS`
 //! and `FACADE_BENCH_ROUNDS` override either; `FACADE_BENCH_BIN` runs another `itnio-otp-grpc`
 //! binary than this build's (to compare two builds in one time window); `FACADE_BENCH_WORKERS`
-//! sets the facade's `WORKER_THREADS`. The load generator runs in this process and shares
+//! sets the facade's `WORKER_THREADS`; `ITNIO_HTTP_VERSION` reaches the facade as it is. The load generator runs in this process and shares
 //! the machine's cores with both servers, equally for all three paths. It prints the facade's
 //! pid and each cell as it starts on stderr, to attach a profiler (`perf record -p PID`) to one.
 
@@ -783,10 +783,11 @@ async fn main() {
     let (starts, idle_cpu, idle_rss) = fresh_processes(sandbox.addr).await;
 
     println!(
-        "facade benchmark: {} round(s) of {:.1} s per cell, medians; load generator in-process; facade WORKER_THREADS={}\n",
+        "facade benchmark: {} round(s) of {:.1} s per cell, medians; load generator in-process; facade WORKER_THREADS={}, ITNIO_HTTP_VERSION={}\n",
         options.rounds,
         options.window.as_secs_f64(),
-        std::env::var("FACADE_BENCH_WORKERS").unwrap_or_else(|_| "default".into())
+        std::env::var("FACADE_BENCH_WORKERS").unwrap_or_else(|_| "default".into()),
+        std::env::var("ITNIO_HTTP_VERSION").unwrap_or_else(|_| "default (http1)".into())
     );
     print_table(&cells);
     println!(

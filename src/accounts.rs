@@ -14,7 +14,7 @@ use crate::{
     caller::{Caller, DEFAULT_ACCOUNT},
     config::Secret,
     reload::Swap,
-    upstream::{BuildError, ConcurrencyLimit, UpstreamClient, UpstreamConfig},
+    upstream::{BuildError, ConcurrencyLimit, UpstreamClient, UpstreamConfig, client::HttpVersion},
 };
 
 /// One `[[accounts]]` entry of the callers file, validated.
@@ -46,6 +46,7 @@ pub struct Accounts {
     /// Settings every account's client shares with the `default` one.
     timeout: Duration,
     max_response_bytes: usize,
+    http_version: HttpVersion,
     /// One cap on calls in flight for all accounts together.
     in_flight: ConcurrencyLimit,
 }
@@ -55,12 +56,14 @@ impl Accounts {
     pub fn new(default: UpstreamClient) -> Self {
         let timeout = default.config().timeout;
         let max_response_bytes = default.max_response_bytes();
+        let http_version = default.http_version();
         let in_flight = default.concurrency_limit().clone();
         let clients = HashMap::from([(DEFAULT_ACCOUNT.to_owned(), default)]);
         Self {
             clients: Arc::new(Swap::new(clients)),
             timeout,
             max_response_bytes,
+            http_version,
             in_flight,
         }
     }
@@ -94,6 +97,7 @@ impl Accounts {
                 api_secret: spec.api_secret.expose().to_owned(),
                 timeout: self.timeout,
             })?
+            .with_http_version(self.http_version)?
             .with_max_response_bytes(self.max_response_bytes)
             .with_concurrency_limit(self.in_flight.clone());
             next.insert(spec.name.clone(), client);
@@ -128,7 +132,12 @@ mod tests {
 
     #[test]
     fn requests_are_routed_to_their_callers_account() {
-        let accounts = Accounts::new(client("http://default.test").with_max_response_bytes(1234));
+        let accounts = Accounts::new(
+            client("http://default.test")
+                .with_max_response_bytes(1234)
+                .with_http_version(HttpVersion::Http2)
+                .expect("http2"),
+        );
         accounts
             .replace(&[spec("brand-b", "http://b.test", "s")])
             .expect("replace");
@@ -149,6 +158,7 @@ mod tests {
         assert_eq!(routed.config().api_key, "brand-b-key");
         assert_eq!(routed.config().timeout, Duration::from_secs(1));
         assert_eq!(routed.max_response_bytes(), 1234);
+        assert_eq!(routed.http_version(), HttpVersion::Http2);
         let Err(missing) = accounts.client("brand-c") else {
             panic!("brand-c is not configured");
         };

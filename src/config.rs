@@ -24,7 +24,7 @@ use crate::{
     store::StoreConfig,
     tls::{TlsError, TlsFiles},
     transport::TransportConfig,
-    upstream::ConcurrencyConfig,
+    upstream::{ConcurrencyConfig, client::HttpVersion},
     watch::WatchConfig,
     web::{AllowedOrigins, OriginsError},
 };
@@ -123,6 +123,10 @@ struct ServeArgs {
     /// Largest upstream reply body accepted, in bytes; a larger one fails the call.
     #[arg(long, env = "ITNIO_MAX_RESPONSE_BYTES", default_value_t = crate::upstream::client::DEFAULT_MAX_RESPONSE_BYTES)]
     max_response_bytes: usize,
+    /// HTTP version spoken to ITNIO: `http1` (a connection per call in flight) or `http2` (one
+    /// multiplexed connection; the upstream must speak HTTP/2).
+    #[arg(long, env = "ITNIO_HTTP_VERSION", value_enum, default_value_t = HttpVersion::Http1)]
+    http_version: HttpVersion,
     /// How long in-flight calls may finish after SIGTERM or Ctrl-C.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     shutdown_grace: Duration,
@@ -310,6 +314,8 @@ pub struct ServeConfig {
     pub upstream_timeout: Duration,
     /// Cap on one upstream reply body, in bytes.
     pub max_response_bytes: usize,
+    /// HTTP version spoken to the upstream.
+    pub http_version: HttpVersion,
     /// How long in-flight calls may finish on shutdown.
     pub shutdown_grace: Duration,
     /// How WatchRecord polls.
@@ -601,6 +607,7 @@ impl ServeArgs {
             upstream,
             upstream_timeout: self.upstream_timeout,
             max_response_bytes: self.max_response_bytes,
+            http_version: self.http_version,
             shutdown_grace: self.shutdown_grace,
             watch,
             store,

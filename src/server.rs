@@ -384,6 +384,7 @@ async fn connect_upstream(
         api_secret,
         timeout: config.upstream_timeout,
     })
+    .and_then(|client| client.with_http_version(config.http_version))
     .map(|client| {
         client
             .with_max_response_bytes(config.max_response_bytes)

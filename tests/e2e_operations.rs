@@ -13,7 +13,10 @@ use std::{
     time::Duration,
 };
 
-use itnio_otp_grpc::proto::v1::{self as pb, app_service_client::AppServiceClient};
+use itnio_otp_grpc::proto::v1::{
+    self as pb, ListFlowsRequest, app_service_client::AppServiceClient,
+    flow_service_client::FlowServiceClient,
+};
 use sha2::Digest;
 use tokio_stream::StreamExt;
 use tonic::{Code, Request, transport::Channel};
@@ -189,6 +192,7 @@ fn values_that_do_not_parse_exit_64_naming_the_environment_variable() {
         ("METRICS_LISTEN_ADDR", "9090", "invalid socket address"),
         ("ITNIO_MODE", "production", "expected one of live, sandbox"),
         ("WORKER_THREADS", "0", "number would be zero"),
+        ("ITNIO_HTTP_VERSION", "h3", "expected one of http1, http2"),
         ("WORKER_THREADS", "two", "invalid digit"),
     ] {
         let (code, stderr) = run_to_exit(&[(name, value)]);
@@ -234,6 +238,37 @@ fn values_that_do_not_parse_exit_64_naming_the_environment_variable() {
     assert_eq!(output.status.code(), Some(64), "{stderr}");
     assert!(stderr.contains("--upstream-timeout"), "{stderr}");
     assert!(!stderr.contains("ITNIO_TIMEOUT"), "{stderr}");
+}
+
+#[tokio::test]
+async fn itnio_http_version_http2_calls_an_http2_only_upstream() {
+    let (base_url, _) = common::h2_only_upstream().await;
+    for (version, works) in [(None, false), (Some("http1"), false), (Some("http2"), true)] {
+        let mut envs = vec![
+            ("ITNIO_BASE_URL", base_url.as_str()),
+            ("ITNIO_API_KEY", "key"),
+            ("ITNIO_API_SECRET", "secret"),
+            ("ALLOW_UNAUTHENTICATED", "true"),
+        ];
+        envs.extend(version.map(|v| ("ITNIO_HTTP_VERSION", v)));
+        let binary = Binary::start(&envs);
+        let reply = FlowServiceClient::new(binary.grpc().await)
+            .list_flows(ListFlowsRequest {})
+            .await;
+        match reply {
+            Ok(flows) => assert!(works && flows.get_ref().flows.is_empty(), "{version:?}"),
+            Err(status) => assert!(
+                !works && status.code() == Code::Unavailable,
+                "{version:?}: {status:?}"
+            ),
+        }
+    }
+    // The sandbox speaks HTTP/2 too (and HTTP/1.1 on the same port).
+    let binary = Binary::start(&[("ITNIO_MODE", "sandbox"), ("ITNIO_HTTP_VERSION", "http2")]);
+    FlowServiceClient::new(binary.grpc().await)
+        .list_flows(ListFlowsRequest {})
+        .await
+        .expect("ListFlows over HTTP/2 to the sandbox");
 }
 
 #[tokio::test]

@@ -1,12 +1,15 @@
 //! The upstream client against a real HTTP server (wiremock on a random port): the exact
 //! requests it sends, how it decodes the documented replies, and where each failure lands.
 
+mod common;
+
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use itnio_otp_grpc::upstream::{
     AppRequest, CheckRequest, ConversionRateReport, Endpoint, FlowNode, FlowRequest,
     OrderRecordRequest, PeriodLimit, SendRequest, TemplateRequest, UpstreamClient, UpstreamConfig,
-    UpstreamError, sign,
+    UpstreamError, client::HttpVersion, sign,
 };
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
@@ -702,5 +705,40 @@ async fn a_connection_lost_under_the_body_is_interrupted_and_bad_framing_is_a_de
             }
         ),
         "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn http2_is_spoken_only_when_configured() {
+    let (base_url, connections) = common::h2_only_upstream().await;
+    let client = || {
+        UpstreamClient::new(UpstreamConfig {
+            base_url: base_url.clone(),
+            api_key: KEY.into(),
+            api_secret: SECRET.into(),
+            timeout: Duration::from_secs(5),
+        })
+        .expect("valid config")
+    };
+    let http2 = client()
+        .with_http_version(HttpVersion::Http2)
+        .expect("http2 client");
+    assert_eq!(http2.http_version(), HttpVersion::Http2);
+    // Several calls at once share the one connection as streams.
+    let calls = (0..8).map(|_| http2.list_flows(None));
+    for flows in futures_util::future::join_all(calls).await {
+        assert!(flows.expect("HTTP/2 call").is_empty());
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
+    // The default is HTTP/1.1, which an HTTP/2-only server cannot answer.
+    let http1 = client();
+    assert_eq!(http1.http_version(), HttpVersion::Http1);
+    let refused = http1
+        .list_flows(None)
+        .await
+        .expect_err("HTTP/1.1 to h2-only");
+    assert!(
+        matches!(refused, UpstreamError::Interrupted { .. }),
+        "{refused:?}"
     );
 }

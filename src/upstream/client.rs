@@ -53,6 +53,17 @@ const MAX_REASON_CHARS: usize = 200;
 /// keeps a URL from growing past what servers accept (~8 kB request lines) if one slipped by.
 const MAX_PATH_ID_BYTES: usize = 256;
 
+/// The HTTP version the upstream is spoken to with (`ITNIO_HTTP_VERSION`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum HttpVersion {
+    /// HTTP/1.1: a pool of keep-alive connections, one per call in flight.
+    #[default]
+    Http1,
+    /// HTTP/2 only: every call is a stream on one shared connection (h2c with prior knowledge on
+    /// `http://`, ALPN `h2` on `https://`). The upstream must speak it: the sandbox does.
+    Http2,
+}
+
 /// Where and how to reach ITNIO. `Debug` shows neither the key nor the secret nor any userinfo
 /// in the base URL.
 #[derive(Clone)]
@@ -85,6 +96,7 @@ impl fmt::Debug for UpstreamConfig {
 #[derive(Clone)]
 pub struct UpstreamClient {
     http: reqwest::Client,
+    http_version: HttpVersion,
     inner: Arc<Inner>,
     max_response_bytes: usize,
     in_flight: ConcurrencyLimit,
@@ -145,6 +157,35 @@ fn system_roots() -> Result<&'static [reqwest::Certificate], BuildError> {
     Ok(roots)
 }
 
+/// The pooled HTTP client for `base`'s scheme (redirects are off, so only that scheme is ever
+/// used): CA roots only for https, TCP_NODELAY, keep-alive below common server timeouts.
+fn http_client(
+    base: &Url,
+    timeout: Duration,
+    version: HttpVersion,
+) -> Result<reqwest::Client, BuildError> {
+    let builder = reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(timeout)
+        .pool_max_idle_per_host(POOL_MAX_IDLE)
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .tcp_keepalive(TCP_KEEPALIVE)
+        .tcp_nodelay(true);
+    let builder = match version {
+        HttpVersion::Http1 => builder.http1_only(),
+        HttpVersion::Http2 => builder.http2_prior_knowledge(),
+    };
+    let builder = if base.scheme() == "https" {
+        builder.tls_certs_only(system_roots()?.iter().cloned())
+    } else {
+        builder.tls_certs_only(std::iter::empty())
+    };
+    builder
+        .build()
+        .map_err(|e| BuildError::Client(e.to_string()))
+}
+
 impl UpstreamClient {
     pub fn new(config: UpstreamConfig) -> Result<Self, BuildError> {
         if config.timeout.is_zero() {
@@ -163,29 +204,14 @@ impl UpstreamClient {
         let mut api_key = HeaderValue::from_str(&config.api_key)
             .map_err(|_| BuildError::Client("api key is not a valid header value".into()))?;
         api_key.set_sensitive(true);
-        let builder = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(config.timeout)
-            .pool_max_idle_per_host(POOL_MAX_IDLE)
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .tcp_keepalive(TCP_KEEPALIVE)
-            .tcp_nodelay(true);
-        // Redirects are off, so only the base URL's scheme is ever used.
-        let builder = if base.scheme() == "https" {
-            builder.tls_certs_only(system_roots()?.iter().cloned())
-        } else {
-            builder.tls_certs_only(std::iter::empty())
-        };
-        let http = builder
-            .build()
-            .map_err(|e| BuildError::Client(e.to_string()))?;
+        let http = http_client(&base, config.timeout, HttpVersion::default())?;
         let routes = Endpoint::ALL
             .iter()
             .map(|endpoint| route_url(&base, *endpoint))
             .collect::<Result<_, _>>()?;
         Ok(Self {
             http,
+            http_version: HttpVersion::default(),
             inner: Arc::new(Inner {
                 config,
                 routes,
@@ -215,6 +241,19 @@ impl UpstreamClient {
     pub fn with_max_response_bytes(mut self, max: usize) -> Self {
         self.max_response_bytes = max;
         self
+    }
+
+    /// Speaks `version` to the upstream (default [`HttpVersion::Http1`]).
+    pub fn with_http_version(mut self, version: HttpVersion) -> Result<Self, BuildError> {
+        let base = &self.inner.routes[0];
+        self.http = http_client(base, self.inner.config.timeout, version)?;
+        self.http_version = version;
+        Ok(self)
+    }
+
+    /// The HTTP version spoken to the upstream ([`Self::with_http_version`]).
+    pub fn http_version(&self) -> HttpVersion {
+        self.http_version
     }
 
     /// The byte cap on reply bodies ([`Self::with_max_response_bytes`]).

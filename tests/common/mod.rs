@@ -172,6 +172,7 @@ pub fn upstream_config(base_url: &str) -> ServeConfig {
         },
         upstream_timeout: Duration::from_secs(5),
         max_response_bytes: itnio_otp_grpc::upstream::client::DEFAULT_MAX_RESPONSE_BYTES,
+        http_version: Default::default(),
         shutdown_grace: Duration::from_secs(2),
         watch: WatchConfig {
             backoff: vec![Duration::from_millis(20), Duration::from_millis(50)],
@@ -226,4 +227,37 @@ pub async fn connect(addr: SocketAddr) -> Channel {
         .connect()
         .await
         .expect("connect")
+}
+
+/// An HTTP/2-only server (h2c with prior knowledge, as `ITNIO_HTTP_VERSION=http2` speaks it)
+/// answering every request with an empty flow list; an HTTP/1.1 request fails its handshake.
+/// Also returns how many connections it accepted.
+pub async fn h2_only_upstream() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let Ok(mut connection) = h2::server::handshake(socket).await else {
+                    return;
+                };
+                while let Some(Ok((_request, mut respond))) = connection.accept().await {
+                    let head = http::Response::builder()
+                        .header("content-type", "application/json")
+                        .body(())
+                        .expect("response head");
+                    if let Ok(mut body) = respond.send_response(head, false) {
+                        let reply = br#"{"status":"0","reason":"success","data":[]}"#;
+                        let _ = body.send_data(bytes::Bytes::from_static(reply), true);
+                    }
+                }
+            });
+        }
+    });
+    (format!("http://{addr}/otp"), accepted)
 }
