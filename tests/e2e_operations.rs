@@ -241,6 +241,34 @@ fn values_that_do_not_parse_exit_64_naming_the_environment_variable() {
 }
 
 #[tokio::test]
+async fn ca_roots_are_needed_only_for_an_https_upstream() {
+    // No readable CA store (rustls-native-certs reads these first).
+    let no_roots = [
+        ("SSL_CERT_FILE", "/nonexistent/ca.pem"),
+        ("SSL_CERT_DIR", "/nonexistent"),
+    ];
+    let mut https = vec![
+        ("ITNIO_BASE_URL", "https://api.example.test/otp"),
+        ("ITNIO_API_KEY", "key"),
+        ("ITNIO_API_SECRET", "secret"),
+        ("ALLOW_UNAUTHENTICATED", "true"),
+    ];
+    https.extend(no_roots);
+    let mut refused = Binary::start(&https);
+    let status = refused.exit().await;
+    assert_eq!(status.code(), Some(1), "{:#?}", refused.log());
+    refused.wait_for("no CA root certificates").await;
+    // An http:// upstream (here the in-process sandbox) starts without them.
+    let mut sandbox = vec![("ITNIO_MODE", "sandbox")];
+    sandbox.extend(no_roots);
+    let binary = Binary::start(&sandbox);
+    FlowServiceClient::new(binary.grpc().await)
+        .list_flows(ListFlowsRequest {})
+        .await
+        .expect("ListFlows without CA roots over http");
+}
+
+#[tokio::test]
 async fn itnio_http_version_http2_calls_an_http2_only_upstream() {
     let (base_url, _) = common::h2_only_upstream().await;
     for (version, works) in [(None, false), (Some("http1"), false), (Some("http2"), true)] {
