@@ -70,6 +70,26 @@ struct Server {
     addr: SocketAddr,
 }
 
+/// The send guard as a high-volume app would run it: every rule on and counting, the prefix and
+/// country ceilings far above the benchmark's sends (hundreds of thousands to one prefix, on
+/// purpose), so none is refused and the guard does its full work on every send. Written once.
+fn guard_policy_file() -> String {
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let path =
+            std::env::temp_dir().join(format!("facade-bench-guard-{}.toml", std::process::id()));
+        std::fs::write(
+            &path,
+            "[defaults]\n\
+             per_prefix = { sends = 1000000000, window = \"1h\", digits = 7 }\n\
+             per_country = { sends = 1000000000, window = \"1h\" }\n",
+        )
+        .expect("write the guard policy");
+        path.to_string_lossy().into_owned()
+    })
+    .clone()
+}
+
 impl Server {
     fn spawn(args: &[&str], envs: &[(&str, String)]) -> Self {
         let addr = free_port();
@@ -80,10 +100,8 @@ impl Server {
         command
             .args(args)
             .env("RUST_LOG", "warn")
-            // The sandbox's test numbers; the send guard evaluates every send but refuses none
-            // (the benchmark sends thousands to one prefix on purpose).
+            // The sandbox's test numbers.
             .env("ALLOW_TEST_NUMBERS", "true")
-            .env("GUARD_DRY_RUN", "true")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
         for (name, value) in envs {
@@ -116,6 +134,7 @@ impl Server {
             ("ITNIO_API_KEY", KEY.into()),
             ("ITNIO_API_SECRET", SECRET.into()),
             ("ITNIO_BASE_URL", format!("http://{sandbox}")),
+            ("GUARD_POLICY_FILE", guard_policy_file()),
         ];
         // `FACADE_BENCH_WORKERS=N`: the facade's WORKER_THREADS (default: its own default, the
         // CPUs it may use), e.g. 1 for the Deployment's one-CPU limit.
@@ -319,21 +338,23 @@ type CallFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 /// Makes one call for worker `n`.
 type Caller = Arc<dyn Fn(usize) -> CallFuture + Send + Sync>;
 
-/// A fresh test number per send, so no per-number limit is ever near.
-fn next_phone(counter: &AtomicU64) -> String {
+/// Numbers handed out so far, over the whole run: every send of every cell goes to a number
+/// never used before, so no per-number limit or pending verification ever applies.
+static PHONES_USED: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh test number per send (10 million of them; a full run sends about a million).
+fn next_phone() -> String {
     format!(
         "+99900{:07}",
-        counter.fetch_add(1, Ordering::Relaxed) % 10_000_000
+        PHONES_USED.fetch_add(1, Ordering::Relaxed) % 10_000_000
     )
 }
 
 fn grpc_caller(method: Option<Method>, channels: Vec<Channel>, fixture: &Arc<Fixture>) -> Caller {
     let fixture = fixture.clone();
-    let phones = Arc::new(AtomicU64::new(0));
     Arc::new(move |n| {
         let channel = channels[n % channels.len()].clone();
         let fixture = fixture.clone();
-        let phones = phones.clone();
         Box::pin(async move {
             let result = match method {
                 None => HealthClient::new(channel)
@@ -354,7 +375,7 @@ fn grpc_caller(method: Option<Method>, channels: Vec<Channel>, fixture: &Arc<Fix
                     .send_verification(pb::SendVerificationRequest {
                         app_id: fixture.app_id.clone(),
                         template_id: fixture.template_id.clone(),
-                        phone_number: next_phone(&phones),
+                        phone_number: next_phone(),
                         ..Default::default()
                     })
                     .await
@@ -372,7 +393,6 @@ fn direct_caller(method: Method, sandbox: SocketAddr, fixture: &Arc<Fixture>) ->
         .expect("reqwest client");
     let base = format!("http://{sandbox}");
     let fixture = fixture.clone();
-    let phones = Arc::new(AtomicU64::new(0));
     Arc::new(move |_| {
         let timestamp = chrono::Utc::now().timestamp().to_string();
         let signature = sign(KEY, SECRET, &timestamp);
@@ -388,7 +408,7 @@ fn direct_caller(method: Method, sandbox: SocketAddr, fixture: &Arc<Fixture>) ->
                     fixture.app_id,
                     fixture.template_id,
                     // ITNIO's `to` is digits only (the facade strips the `+` the same way).
-                    next_phone(&phones).trim_start_matches('+')
+                    next_phone().trim_start_matches('+')
                 ))
             }
         }
@@ -802,4 +822,5 @@ async fn main() {
         starts.iter().copied().fold(0.0, f64::max)
     );
     print_targets(&cells, &firsts, &starts, idle_cpu, idle_rss);
+    let _ = std::fs::remove_file(guard_policy_file());
 }
