@@ -484,4 +484,42 @@ mod tests {
             .expect_err("refused");
         assert!(matches!(missing, CallersFileError::Read { .. }));
     }
+
+    #[test]
+    fn names_are_1_to_64_plain_characters() {
+        let named = |name: &str| caller("").replace("\"checkout\"", &format!("{name:?}"));
+        let dir = TempDir::new("names");
+        for good in ["a".repeat(64), "A-z_0.9".into()] {
+            let path = dir.write("callers.toml", &named(&good));
+            assert!(load(&path).result.is_ok(), "{good:?} is refused");
+        }
+        for bad in [String::new(), "a".repeat(65), "é".into()] {
+            let message = problem("bad-names", &named(&bad));
+            assert!(
+                message.contains("name must be 1 to 64"),
+                "{bad:?}: {message}"
+            );
+        }
+    }
+
+    #[test]
+    fn callers_with_different_subjects_load_together() {
+        let with_subject = |name: &str, subject: &str| {
+            format!(
+                "[[callers]]\nname = \"{name}\"\nclient_subject = \"{subject}\"\nallow = [\"*\"]\n"
+            )
+        };
+        let dir = TempDir::new("two-subjects");
+        let text = format!("{}{}", with_subject("a", "CN=a"), with_subject("b", "CN=b"));
+        let file = load(&dir.write("callers.toml", &text))
+            .result
+            .expect("two subjects");
+        let subjects: Vec<_> = file
+            .policy
+            .rules()
+            .iter()
+            .map(|rule| rule.client_subject.as_deref())
+            .collect();
+        assert_eq!(subjects, [Some("CN=a"), Some("CN=b")]);
+    }
 }

@@ -362,4 +362,17 @@ mod tests {
         assert!(text.contains("token_sha256: Some(\"<set>\")"), "{text}");
         assert!(!text.contains(&hash(TOKEN)[0].to_string()), "{text}");
     }
+
+    #[test]
+    fn escaped_commas_stay_inside_a_value() {
+        // `\,` is part of the value; `\\` is an escaped backslash, so the comma after it splits.
+        assert_eq!(
+            normalize_subject(r"O=Acme\, Inc,CN=x").as_deref(),
+            Ok(r"CN=x,O=Acme\, Inc")
+        );
+        assert_eq!(
+            normalize_subject(r"O=x\\,CN=a").as_deref(),
+            Ok(r"CN=a,O=x\\")
+        );
+    }
 }

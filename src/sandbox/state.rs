@@ -216,6 +216,7 @@ mod tests {
     use crate::sandbox::channel::Channel;
     use crate::sandbox::deliveries;
     use crate::sandbox::records;
+    use std::future::Future;
 
     fn shared(ttl_secs: u64, max_verifications: usize, max_inbox_messages: usize) -> Shared {
         let mut config = SandboxConfig::new("k", "s");
@@ -294,5 +295,38 @@ mod tests {
         assert_eq!(shared.state().next_flow_id(), FLOW_ID_BASE + 1);
         shared.reset();
         assert_eq!(shared.state().next_template_id(), first + 1);
+    }
+
+    #[test]
+    fn the_speed_is_the_configured_one_or_1_when_unusable() {
+        let speed = |speed| {
+            let mut config = SandboxConfig::new("k", "s");
+            config.speed = speed;
+            Shared::new(config).speed()
+        };
+        assert_eq!(speed(60.0), 60.0);
+        for unusable in [0.0, -2.0, f64::NAN, f64::INFINITY] {
+            assert_eq!(speed(unusable), 1.0, "{unusable}");
+        }
+    }
+
+    #[test]
+    fn reset_forgets_the_data() {
+        let shared = shared(60, 10, 10);
+        send(&shared, "a", "order-a");
+        assert_eq!(stored(&shared), (vec!["a".into()], 1, 1));
+        shared.reset();
+        assert_eq!(stored(&shared), (vec![], 0, 0));
+    }
+
+    #[test]
+    fn closed_resolves_once_the_server_is_closed() {
+        let shared = shared(60, 10, 10);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let mut before = std::pin::pin!(shared.closed());
+        assert!(before.as_mut().poll(&mut cx).is_pending());
+        shared.close();
+        assert!(before.as_mut().poll(&mut cx).is_ready());
+        assert!(std::pin::pin!(shared.closed()).poll(&mut cx).is_ready());
     }
 }

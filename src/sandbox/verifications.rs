@@ -539,4 +539,39 @@ mod tests {
                 .starts_with("https://sandbox.invalid/sna/")
         );
     }
+
+    #[test]
+    fn the_code_is_the_one_sent() {
+        let v = Verification::sample("99900123456", Channel::Sms, "AB12", Utc::now());
+        assert_eq!(v.code(), "AB12");
+    }
+
+    #[test]
+    fn order_ids_are_at_most_64_characters_and_empty_means_none() {
+        let validate = |order_id: &str| {
+            SendIn {
+                app_id: Some("A".into()),
+                template_id: None,
+                flow_id: None,
+                to: Some("99900123456".into()),
+                channel: None,
+                order_id: Some(order_id.into()),
+                code: None,
+            }
+            .validate(CodeSource::Template)
+            .map(|request| request.order_id)
+        };
+        assert_eq!(validate(&"é".repeat(64)), Ok(Some("é".repeat(64))));
+        assert_eq!(validate("o-1"), Ok(Some("o-1".into())));
+        assert_eq!(validate(""), Ok(None));
+        assert!(validate(&"o".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn a_code_checked_at_its_expiry_instant_still_counts() {
+        let now = Utc::now();
+        let mut v = Verification::sample("99900123456", Channel::Sms, "AB12", now);
+        let at_expiry = v.expires_at;
+        assert_eq!(check(&mut v, "AB12", at_expiry), matched::OK);
+    }
 }

@@ -231,7 +231,7 @@ impl Drop for PollerGauge {
 
 #[cfg(test)]
 mod tests {
-    use super::upstream_status_label;
+    use super::*;
 
     #[test]
     fn upstream_status_labels_are_the_status_strings() {
@@ -243,5 +243,187 @@ mod tests {
         assert_eq!(upstream_status_label(Some(5)), "other");
         assert_eq!(upstream_status_label(Some(i32::MIN)), "other");
         assert_eq!(upstream_status_label(None), "none");
+    }
+
+    /// Runs `record` against a fresh recorder built like the process's (a thread-local one, so
+    /// tests running in parallel never share values) and returns its text exposition.
+    fn rendered(record: impl FnOnce()) -> String {
+        let recorder = recorder().expect("latency buckets");
+        let handle = recorder.handle();
+        ::metrics::with_local_recorder(&recorder, record);
+        handle.render()
+    }
+
+    /// The value of the sample `name` carrying at least `labels`, from a text exposition.
+    fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        text.lines().find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, "}"));
+            let wanted = labels
+                .iter()
+                .all(|(key, value)| rest.contains(&format!("{key}=\"{value}\"")));
+            (metric == name && wanted).then(|| value.parse().ok())?
+        })
+    }
+
+    #[test]
+    fn guard_decisions_are_counted_by_reason_country_and_dry_run() {
+        let text = rendered(|| {
+            guard_refusal("caller_quota", "ZZ", true);
+            guard_refusal("caller_quota", "ZZ", false);
+            guard_refusal("caller_quota", "ZZ", false);
+            guard_pending_returned("YY", true);
+        });
+        let refused = |dry_run| {
+            sample(
+                &text,
+                GUARD_REFUSALS,
+                &[
+                    ("reason", "caller_quota"),
+                    ("country", "ZZ"),
+                    ("dry_run", dry_run),
+                ],
+            )
+        };
+        assert_eq!(refused("true"), Some(1.0), "{text}");
+        assert_eq!(refused("false"), Some(2.0), "{text}");
+        assert_eq!(
+            sample(
+                &text,
+                GUARD_PENDING_RETURNED,
+                &[("country", "YY"), ("dry_run", "true")]
+            ),
+            Some(1.0),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn build_info_names_the_version_and_mode() {
+        let text = rendered(|| build_info("sandbox"));
+        assert_eq!(
+            sample(
+                &text,
+                BUILD_INFO,
+                &[("version", env!("CARGO_PKG_VERSION")), ("mode", "sandbox")]
+            ),
+            Some(1.0),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn rpcs_are_counted_timed_and_tracked_in_flight() {
+        let text = rendered(|| {
+            rpc_started("test.Service", "Started");
+            rpc_started("test.Service", "Started");
+            rpc_finished(
+                "test.Service",
+                "Started",
+                "NOT_FOUND",
+                SharedString::const_str("brand-b"),
+                Duration::from_secs(2),
+            );
+        });
+        let rpc = [("service", "test.Service"), ("method", "Started")];
+        assert_eq!(sample(&text, GRPC_IN_FLIGHT, &rpc), Some(1.0), "{text}");
+        let finished = [
+            ("service", "test.Service"),
+            ("method", "Started"),
+            ("code", "NOT_FOUND"),
+            ("account", "brand-b"),
+        ];
+        assert_eq!(sample(&text, GRPC_REQUESTS, &finished), Some(1.0), "{text}");
+        // 2 s falls in the 2.5 s bucket, not the 1 s one: the latency buckets apply.
+        let bucket = |le| {
+            let name = format!("{GRPC_DURATION}_bucket");
+            sample(&text, &name, &[rpc[0], rpc[1], ("le", le)])
+        };
+        assert_eq!(bucket("1"), Some(0.0), "{text}");
+        assert_eq!(bucket("2.5"), Some(1.0), "{text}");
+        assert_eq!(
+            sample(&text, &format!("{GRPC_DURATION}_sum"), &rpc),
+            Some(2.0),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn upstream_attempts_are_counted_by_status_and_failures_by_kind() {
+        let text = rendered(|| {
+            upstream_attempt("/test/ok", Some(-3), None, Duration::from_millis(3));
+            upstream_attempt("/test/ok", None, Some("timeout"), Duration::from_secs(2));
+        });
+        let requests = |status| {
+            sample(
+                &text,
+                UPSTREAM_REQUESTS,
+                &[("endpoint", "/test/ok"), ("upstream_status", status)],
+            )
+        };
+        assert_eq!(requests("-3"), Some(1.0), "{text}");
+        assert_eq!(requests("none"), Some(1.0), "{text}");
+        assert_eq!(
+            sample(
+                &text,
+                UPSTREAM_ERRORS,
+                &[("endpoint", "/test/ok"), ("kind", "timeout")]
+            ),
+            Some(1.0),
+            "{text}"
+        );
+        let bucket = |le| {
+            let name = format!("{UPSTREAM_DURATION}_bucket");
+            sample(&text, &name, &[("endpoint", "/test/ok"), ("le", le)])
+        };
+        assert_eq!(bucket("0.005"), Some(1.0), "{text}");
+        assert_eq!(bucket("2.5"), Some(2.0), "{text}");
+    }
+
+    #[test]
+    fn watch_gauges_follow_the_streams_and_pollers_alive() {
+        let recorder = recorder().expect("latency buckets");
+        let handle = recorder.handle();
+        ::metrics::with_local_recorder(&recorder, || {
+            let stream = StreamGauge::open();
+            let pollers = [PollerGauge::start(), PollerGauge::start()];
+            watch_poll();
+            watch_poll();
+            let text = handle.render();
+            assert_eq!(sample(&text, WATCH_STREAMS, &[]), Some(1.0), "{text}");
+            assert_eq!(sample(&text, WATCH_POLLERS, &[]), Some(2.0), "{text}");
+            assert_eq!(sample(&text, WATCH_POLLS, &[]), Some(2.0), "{text}");
+            drop(stream);
+            drop(pollers);
+            let text = handle.render();
+            assert_eq!(sample(&text, WATCH_STREAMS, &[]), Some(0.0), "{text}");
+            assert_eq!(sample(&text, WATCH_POLLERS, &[]), Some(0.0), "{text}");
+        });
+    }
+
+    #[test]
+    fn metrics_are_described() {
+        let text = rendered(|| {
+            describe();
+            watch_poll();
+        });
+        assert!(
+            text.contains(&format!(
+                "# HELP {WATCH_POLLS} record polls made by WatchRecord pollers"
+            )),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_process_recorder_renders_what_is_recorded() {
+        install();
+        build_info("sandbox");
+        let text = render();
+        assert_eq!(
+            sample(&text, BUILD_INFO, &[("mode", "sandbox")]),
+            Some(1.0),
+            "{text}"
+        );
     }
 }

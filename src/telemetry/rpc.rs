@@ -413,6 +413,8 @@ where
 
 #[cfg(test)]
 mod tests {
+    // Equivalent mutant (excluded in .cargo/mutants.toml): RpcService::poll_ready -> Ready(Ok(()))
+    // — the service it wraps (AuthService over tonic's router) is always ready.
     use super::*;
 
     #[test]
@@ -477,5 +479,136 @@ mod tests {
         headers.insert("grpc-status", HeaderValue::from_static("5"));
         assert_eq!(grpc_code(&headers), Some(Code::NotFound));
         assert_eq!(code_name(Code::NotFound), "NOT_FOUND");
+    }
+
+    /// A response body that yields `frames` in order.
+    struct Frames(std::collections::VecDeque<Result<Frame<bytes::Bytes>, std::io::Error>>);
+
+    impl Body for Frames {
+        type Data = bytes::Bytes;
+        type Error = std::io::Error;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+            Poll::Ready(self.0.pop_front())
+        }
+    }
+
+    fn observed<B>(body: B) -> ObservedBody<B> {
+        let record = CallRecord::start(
+            RpcName::UNKNOWN,
+            HeaderValue::from_static("test"),
+            CallerSlot::default(),
+        );
+        ObservedBody { body, record }
+    }
+
+    fn next_frame<B: Body<Data = bytes::Bytes> + Unpin>(
+        body: &mut ObservedBody<B>,
+    ) -> Option<Result<Frame<bytes::Bytes>, B::Error>> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match Pin::new(body).poll_frame(&mut cx) {
+            Poll::Ready(frame) => frame,
+            Poll::Pending => panic!("test bodies are always ready"),
+        }
+    }
+
+    #[test]
+    fn the_code_is_read_from_the_trailers_and_frames_pass_through() {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("5"));
+        let mut body = observed(Frames(
+            [
+                Ok(Frame::data(bytes::Bytes::from_static(b"reply"))),
+                Ok(Frame::trailers(trailers)),
+            ]
+            .into(),
+        ));
+        let data = next_frame(&mut body).expect("a frame").expect("data");
+        assert_eq!(
+            data.into_data().ok(),
+            Some(bytes::Bytes::from_static(b"reply"))
+        );
+        assert_eq!(body.record.code, None);
+        assert!(next_frame(&mut body).expect("a frame").is_ok());
+        assert_eq!(body.record.code, Some(Code::NotFound));
+        assert!(next_frame(&mut body).is_none());
+    }
+
+    #[test]
+    fn a_body_failing_mid_stream_is_an_internal_error() {
+        let mut body = observed(Frames([Err(std::io::Error::other("reset"))].into()));
+        assert!(next_frame(&mut body).expect("a frame").is_err());
+        assert_eq!(body.record.code, Some(Code::Internal));
+    }
+
+    #[test]
+    fn end_of_stream_and_size_hint_are_the_inner_bodys() {
+        let full = observed(String::from("abc"));
+        assert!(!full.is_end_stream());
+        assert_eq!(full.size_hint().exact(), Some(3));
+        let empty = observed(String::new());
+        assert!(empty.is_end_stream());
+        assert_eq!(empty.size_hint().exact(), Some(0));
+    }
+
+    #[test]
+    fn the_upstream_status_is_noted_for_the_current_call_only() {
+        let record = CallRecord::start(
+            RpcName::UNKNOWN,
+            HeaderValue::from_static("test"),
+            CallerSlot::default(),
+        );
+        note_upstream_status(Some(-4));
+        assert_eq!(
+            record.context.upstream_status.load(Ordering::Relaxed),
+            NO_STATUS
+        );
+        CURRENT.sync_scope(Arc::clone(&record.context), || {
+            note_upstream_status(Some(-3));
+            note_upstream_status(None);
+        });
+        assert_eq!(record.context.upstream_status.load(Ordering::Relaxed), -3);
+    }
+
+    #[test]
+    fn the_first_caller_filled_in_wins() {
+        let slot = CallerSlot::default();
+        slot.fill(&Caller::new("checkout", "brand-b"));
+        slot.fill(&Caller::new("other", "brand-c"));
+        assert_eq!(slot.0.get().map(Caller::name), Some("checkout"));
+    }
+
+    #[test]
+    fn a_finished_call_is_counted_with_its_code_and_account() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        ::metrics::with_local_recorder(&recorder, || {
+            let name = RpcName::of("/itnio.otp.v1.VerificationService/SendVerification");
+            let caller = CallerSlot::default();
+            caller.fill(&Caller::new("checkout", "brand-b"));
+            let mut record = CallRecord::start(name, HeaderValue::from_static("a"), caller);
+            record.code = Some(Code::NotFound);
+            drop(record);
+            // Dropped before its code was known: a cancelled call, on no account.
+            drop(CallRecord::start(
+                name,
+                HeaderValue::from_static("b"),
+                CallerSlot::default(),
+            ));
+        });
+        let text = handle.render();
+        for (code, account) in [("NOT_FOUND", "brand-b"), ("CANCELLED", "none")] {
+            let line = format!(
+                "grpc_server_requests_total{{service=\"itnio.otp.v1.VerificationService\",method=\"SendVerification\",code=\"{code}\",account=\"{account}\"}} 1"
+            );
+            assert!(text.contains(&line), "{line} in {text}");
+        }
+        assert!(
+            text.contains("grpc_server_requests_in_flight{service=\"itnio.otp.v1.VerificationService\",method=\"SendVerification\"} 0"),
+            "{text}"
+        );
     }
 }
