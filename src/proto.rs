@@ -26,3 +26,38 @@ pub fn google_rpc_descriptor_set() -> Result<prost_types::FileDescriptorSet, pro
     }
     Ok(set)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn google_rpc_files_get_their_googleapis_paths_and_the_others_keep_theirs() {
+        let set = google_rpc_descriptor_set().expect("tonic-types' descriptor set decodes");
+        let names = |package: &str| -> Vec<String> {
+            let mut names: Vec<String> = set
+                .file
+                .iter()
+                .filter(|file| file.package() == package)
+                .map(|file| file.name().to_owned())
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(
+            names("google.rpc"),
+            ["google/rpc/error_details.proto", "google/rpc/status.proto"]
+        );
+        let imported = names("google.protobuf");
+        assert!(
+            !imported.is_empty(),
+            "the google/protobuf imports are there"
+        );
+        assert!(
+            imported
+                .iter()
+                .all(|name| name.starts_with("google/protobuf/")),
+            "{imported:?}"
+        );
+    }
+}

@@ -461,6 +461,9 @@ mod tests {
 
     use super::*;
 
+    // `AfterDrain::stop -> ()` is equivalent (see .cargo/mutants.toml): dropping the AfterDrain
+    // drops its sender, which ends the after-drain tasks as well; only the wait for them differs.
+
     #[tokio::test]
     async fn accepted_plaintext_connections_have_nagle_off() {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -565,6 +565,20 @@ impl Binary {
         Self { child, lines }
     }
 
+    /// The lines before the first one containing `needle` (which must come within 30 s).
+    fn lines_before(&self, needle: &str) -> Vec<String> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut before = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return before,
+                Ok(line) => before.push(line),
+                Err(error) => panic!("no log line with {needle:?} after {before:#?}: {error}"),
+            }
+        }
+    }
+
     /// The first line containing `needle`, within 30 s.
     fn wait_for(&self, needle: &str) -> String {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -662,4 +676,16 @@ fn a_broken_callers_file_or_live_credentials_without_one_exit_64() {
     let warning = binary.wait_for("CALLERS_FILE");
     assert!(warning.contains("WARN"), "{warning}");
     binary.wait_for("gRPC server listening");
+}
+
+/// The unauthenticated warning is for live credentials: the sandbox (no real messages) starts
+/// without a callers file and without the warning.
+#[test]
+fn the_sandbox_without_a_callers_file_does_not_warn_about_it() {
+    let sandbox = Binary::start(&[]);
+    let before = sandbox.lines_before("gRPC server listening");
+    assert!(
+        before.iter().all(|line| !line.contains("CALLERS_FILE")),
+        "{before:#?}"
+    );
 }

@@ -13,9 +13,12 @@ use std::{
     time::Duration,
 };
 
-use itnio_otp_grpc::proto::v1::{
-    self as pb, ListFlowsRequest, app_service_client::AppServiceClient,
-    flow_service_client::FlowServiceClient,
+use itnio_otp_grpc::{
+    proto::v1::{
+        self as pb, ListFlowsRequest, app_service_client::AppServiceClient,
+        flow_service_client::FlowServiceClient,
+    },
+    server::{self, Listeners},
 };
 use sha2::Digest;
 use tokio_stream::StreamExt;
@@ -412,6 +415,46 @@ async fn health_turns_not_serving_as_soon_as_shutdown_starts() {
         assert_eq!(next.status, ServingStatus::NotServing as i32, "{service:?}");
     }
     shutdown.await.expect("server stops");
+}
+
+/// The ports that outlive the drain (plaintext health, admin) close once the server has stopped.
+#[tokio::test]
+async fn the_health_and_admin_ports_close_when_the_server_stops() {
+    let bind = || tokio::net::TcpListener::bind("127.0.0.1:0");
+    let (grpc, admin, health) = (
+        bind().await.expect("bind"),
+        bind().await.expect("bind"),
+        bind().await.expect("bind"),
+    );
+    let after_drain = [admin.local_addr(), health.local_addr()].map(|a| a.expect("addr"));
+    let listeners = Listeners {
+        grpc,
+        admin: Some(admin),
+        health: Some(health),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    // Nothing here calls ITNIO: the upstream address is never dialled.
+    let config = common::upstream_config("http://127.0.0.1:9");
+    let server = tokio::spawn(server::serve(config, listeners, async move {
+        let _ = stopped.await;
+    }));
+    for addr in after_drain {
+        tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("open while serving");
+    }
+    stop.send(()).expect("the server is running");
+    tokio::time::timeout(WAIT, server)
+        .await
+        .expect("stops before the deadline")
+        .expect("server task")
+        .expect("server runs");
+    for addr in after_drain {
+        assert!(
+            tokio::net::TcpStream::connect(addr).await.is_err(),
+            "{addr} is still open after the server stopped"
+        );
+    }
 }
 
 #[tokio::test]

@@ -7,9 +7,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use itnio_otp_grpc::upstream::{
-    AppRequest, CheckRequest, ConversionRateReport, Endpoint, FlowNode, FlowRequest,
-    OrderRecordRequest, PeriodLimit, SendRequest, TemplateRequest, UpstreamClient, UpstreamConfig,
-    UpstreamError, client::HttpVersion, sign,
+    AppRequest, CheckRequest, ConversionRateReport, ConversionReport, Endpoint, FlowNode,
+    FlowRequest, OrderRecordRequest, PeriodLimit, ResendRequest, SendRequest, TemplateRequest,
+    UpstreamClient, UpstreamConfig, UpstreamError, client::HttpVersion, sign,
 };
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
@@ -360,6 +360,147 @@ async fn report_endpoints_accept_replies_without_data() {
         .await
         .expect("reported");
     assert_signed(&only_request(&server).await);
+}
+
+#[tokio::test]
+async fn creates_post_their_bodies_and_decode_the_created_resource() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/otp/template/add"))
+        .respond_with(ok(
+            json!({"templateId":455,"appId":"mRELxtHc","name":"login",
+            "text":"##code## is your code","codeLength":6,"senderId":"ACME"}),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/otp/flow/add"))
+        .respond_with(ok(json!({"flowId":7,"name":"fallback",
+            "flow":[{"waitingTime":60,"status":2,"channel":"call","channelCut":1}]})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let c = client(&server);
+    let template = c
+        .create_template(
+            &TemplateRequest {
+                app_id: Some("mRELxtHc".into()),
+                name: "login".into(),
+                text: "##code## is your code".into(),
+                code_length: Some(6),
+                sender_id: Some("ACME".into()),
+                ..Default::default()
+            },
+            None,
+        )
+        .await
+        .expect("created template");
+    assert_eq!(
+        (template.template_id.as_str(), template.sender_id.as_deref()),
+        ("455", Some("ACME"))
+    );
+    let flow = c
+        .create_flow(
+            &FlowRequest {
+                flow_id: None,
+                name: "fallback".into(),
+                flow: vec![FlowNode {
+                    waiting_time: 60,
+                    status: 2,
+                    channel: "call".into(),
+                    channel_cut: Some(1),
+                }],
+            },
+            None,
+        )
+        .await
+        .expect("created flow");
+    assert_eq!(flow.flow_id, "7");
+    assert_eq!(flow.flow[0].channel, "call");
+
+    let requests = server.received_requests().await.expect("recording is on");
+    let bodies: Vec<Value> = requests
+        .iter()
+        .inspect(|r| assert_signed(r))
+        .map(|r| r.body_json().expect("json body"))
+        .collect();
+    assert_eq!(
+        bodies,
+        [
+            json!({"appId":"mRELxtHc","name":"login","text":"##code## is your code",
+                "codeLength":6,"senderId":"ACME"}),
+            json!({"name":"fallback",
+                "flow":[{"waitingTime":60,"status":2,"channel":"call","channelCut":1}]}),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn resend_decodes_the_new_id_and_a_conversion_report_posts_its_body() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/otp/verification/resend"))
+        .respond_with(ok(
+            json!({"verificationId":"22206051443051000004","to":PHONE,
+            "channel":"call"}),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/otp/postback/backfill"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"status":"0","reason":"success"})),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let c = client(&server);
+    let sent = c
+        .resend_verification(
+            &ResendRequest {
+                verification_id: "22206051443051000003".into(),
+                channel: Some("call".into()),
+            },
+            None,
+        )
+        .await
+        .expect("resent");
+    assert_eq!(sent.verification_id, "22206051443051000004");
+    assert_eq!(sent.channel.as_deref(), Some("call"));
+    c.report_conversion(
+        &ConversionReport {
+            app_id: "mRELxtHc".into(),
+            verification_id: "22206051443051000004".into(),
+            number: Some(PHONE.into()),
+            time: "1681184764000".into(),
+        },
+        None,
+    )
+    .await
+    .expect("reported");
+
+    let requests = server.received_requests().await.expect("recording is on");
+    let sent: Vec<(String, Value)> = requests
+        .iter()
+        .inspect(|r| assert_signed(r))
+        .map(|r| (r.url.path().to_owned(), r.body_json().expect("json body")))
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            (
+                "/otp/verification/resend".to_owned(),
+                json!({"verificationId":"22206051443051000003","channel":"call"})
+            ),
+            (
+                "/otp/postback/backfill".to_owned(),
+                json!({"appId":"mRELxtHc","verificationId":"22206051443051000004",
+                    "number":PHONE,"time":"1681184764000"})
+            ),
+        ]
+    );
 }
 
 #[tokio::test]

@@ -157,4 +157,30 @@ mod tests {
             assert_eq!(err.to_string(), reason_for(err.code()));
         }
     }
+
+    /// Every status of the API doc's global list has its own reason, injected ones included.
+    #[test]
+    fn every_documented_status_has_its_reason() {
+        for (code, reason) in [
+            ("0", "success"),
+            ("-1", "Authentication error"),
+            ("-2", "Restricted IP access"),
+            ("-10", "The customer's balance is insufficient"),
+            ("-16", "timestamp expires"),
+            ("-18", "Port program unusual"),
+            ("-20", "Data existing"),
+            ("-21", "Data validation exception"),
+            ("-22", "Parameter exception"),
+            ("-23", "Data caps"),
+            ("-24", "Data unexisting"),
+            ("-25", "Out of time range"),
+            ("-26", "Getting fee fail"),
+            ("-27", "Period total send limit"),
+            ("-28", "Period phone send limit"),
+            ("-29", "SMS content has sensitive words"),
+            ("-99", "Unknown status"),
+        ] {
+            assert_eq!(reason_for(code), reason, "{code}");
+        }
+    }
 }

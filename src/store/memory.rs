@@ -243,4 +243,29 @@ mod tests {
             .unwrap();
         assert_eq!(store.len(), 1);
     }
+
+    /// A write sweeps when the minute since the last sweep is over (not before, not only at its
+    /// exact end), and an entry expiring at that very instant is swept with the others.
+    #[tokio::test(start_paused = true)]
+    async fn writes_sweep_at_most_once_a_minute() {
+        let store = MemoryStore::default();
+        let put = |name: &'static str, secs: u64| {
+            let store = &store;
+            async move {
+                let ttl = Duration::from_secs(secs);
+                store.put(&key(name), b"1", ttl, Put::Always).await.unwrap()
+            }
+        };
+        put("a", 1).await; // sweeps; the next sweep is due in a minute
+        tokio::time::advance(Duration::from_secs(2)).await;
+        put("b", 58).await; // too early: the expired `a` stays
+        assert_eq!(store.len(), 2);
+        tokio::time::advance(Duration::from_secs(58)).await;
+        put("c", 600).await; // due: `a` and `b` (expiring now) go
+        assert_eq!(store.len(), 1);
+        put("d", 1).await;
+        tokio::time::advance(Duration::from_secs(61)).await;
+        put("e", 600).await; // past due: the expired `d` goes
+        assert_eq!(store.len(), 2);
+    }
 }

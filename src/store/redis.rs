@@ -151,3 +151,18 @@ impl Store for RedisStore {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn debug_names_the_address_but_never_the_credentials() {
+        // The connection is lazy: nothing listens there, and nothing needs to.
+        let store = RedisStore::connect("redis://user:s3cret@127.0.0.1:6390/2").expect("a URL");
+        assert_eq!(
+            format!("{store:?}"),
+            r#"RedisStore { address: "127.0.0.1:6390", .. }"#
+        );
+    }
+}
