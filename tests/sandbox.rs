@@ -681,6 +681,113 @@ async fn resend_issues_a_new_id_with_the_same_code() {
     assert_error(&unknown, "-24", "Data unexisting");
 }
 
+/// A resend is a verification of its own: its code lasts `codeExpiry` from the resend (not from
+/// the first send), it carries none of the first's checks, no order id (which keeps naming the
+/// first) and no task flow (the first's fallback call is not repeated).
+
+#[tokio::test]
+async fn a_resend_starts_afresh() {
+    let mut config = SandboxConfig::new(KEY, SECRET);
+    config.speed = 600.0; // 10 minutes of codeExpiry last 1 s
+    let h = start(config).await;
+    let app_id = h.app(json!({"name":"fresh_app","codeExpiry":10})).await;
+    let template_id = h.template(&app_id, "fresh_t").await;
+    // Unless verified, a call follows 30 emulated seconds (0.05 s) after the SMS.
+    let flow = h.post("/flow/add", json!({"name":"fresh_flow","flow":[{"waitingTime":30,"status":2,"channel":"call","channelCut":0}]})).await;
+    let flow_id = flow["data"]["flowId"].as_i64().unwrap().to_string();
+    let expired = |id: String| {
+        let h = &h;
+        async move {
+            let started = std::time::Instant::now();
+            eventually(
+                "code expiry",
+                || h.record(&id),
+                |r| r["data"]["verifications"]["matched"] == 5,
+            )
+            .await;
+            started.elapsed()
+        }
+    };
+    // Ten emulated minutes are at least 0.8 s here (a late read only makes it longer).
+    let at_least = Duration::from_millis(800);
+    let sent = h
+        .send(json!({"appId": app_id, "templateId": template_id, "flowId": flow_id, "to":"99900123456", "orderId":"order-fresh"}))
+        .await;
+    let first = sent["data"]["verificationId"].as_str().unwrap().to_owned();
+    let lasted = expired(first.clone()).await;
+    assert!(lasted >= at_least, "the first code lasted {lasted:?}");
+    let record = h.record(&first).await;
+    assert_eq!(
+        record["data"]["call"].as_array().map(Vec::len),
+        Some(1),
+        "{record}"
+    );
+    assert_eq!(h.verify(&first, "1234").await["data"]["matched"], 5);
+
+    let resend = || async {
+        let reply = h
+            .post("/verification/resend", json!({"verificationId": first}))
+            .await;
+        assert_eq!(status(&reply), "0", "{reply}");
+        reply["data"]["verificationId"].as_str().unwrap().to_owned()
+    };
+    let second = resend().await;
+    let record = h.record(&second).await;
+    let fresh = &record["data"]["verifications"];
+    assert!(fresh["verifiedDate"].is_null(), "{record}");
+    assert!(fresh["orderId"].is_null(), "{record}");
+    assert_eq!(h.verify(&second, "1234").await["data"]["matched"], 0);
+    let by_order = h
+        .post(
+            "/verification/orderId/record",
+            json!({"appId": app_id, "orderId":"order-fresh"}),
+        )
+        .await;
+    assert_eq!(
+        by_order["data"]["verifications"]["matched"], 5,
+        "{by_order}"
+    );
+
+    let third = resend().await;
+    let lasted = expired(third.clone()).await;
+    assert!(lasted >= at_least, "the resent code lasted {lasted:?}");
+    // Expired well after its SMS, with no call: the flow stayed with the first.
+    let record = h.record(&third).await;
+    assert_eq!(
+        record["data"]["sms"].as_array().map(Vec::len),
+        Some(1),
+        "{record}"
+    );
+    assert!(
+        record["data"]["call"].as_array().is_none_or(Vec::is_empty),
+        "{record}"
+    );
+}
+
+/// A resent code's SMS is sent at the resend: it is on its way again even when the first one's
+/// was delivered long ago.
+#[tokio::test]
+async fn a_resent_sms_is_sent_at_the_resend() {
+    let h = at_speed(2.0).await; // an SMS is delivered 4 emulated seconds (2 s) after its send
+    let (app_id, template_id) = h.ready("resent_sms_app").await;
+    let sent = h
+        .send(json!({"appId": app_id, "templateId": template_id, "to":"99900123456"}))
+        .await;
+    let first = sent["data"]["verificationId"].as_str().unwrap();
+    eventually(
+        "the first SMS delivered",
+        || h.record(first),
+        |r| r["data"]["verifications"]["matched"] == -1,
+    )
+    .await;
+    let resent = h
+        .post("/verification/resend", json!({"verificationId": first}))
+        .await;
+    let second = resent["data"]["verificationId"].as_str().unwrap();
+    let record = h.record(second).await;
+    assert_eq!(record["data"]["verifications"]["matched"], 1, "{record}");
+}
+
 #[tokio::test]
 async fn period_limits() {
     let h = real_time().await;
