@@ -10,7 +10,8 @@
 //! - one `debug` line per attempt, with the route template only (no ids, numbers, codes, secrets);
 //! - a reply body larger than the byte cap is refused while it is read (Content-Length first,
 //!   then chunk by chunk), so a runaway upstream cannot make us hold more than the cap;
-//! - replies are decoded in one pass straight into the typed wire structs (no generic JSON value).
+//! - replies are decoded in one pass straight into the typed wire structs (no generic JSON value);
+//! - HTTP/1.1 (a keep-alive connection per call in flight) unless [`HttpVersion::Http2`] is set.
 
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
