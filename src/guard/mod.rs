@@ -101,6 +101,8 @@ pub struct SendTarget {
 }
 
 /// What the guard decided for a send.
+// Built once per send and matched at once: boxing the permit would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Admission {
     /// Send, then report with [`Guard::sent`].
@@ -114,6 +116,8 @@ pub enum Admission {
 pub struct Permit {
     target: SendTarget,
     rules: Rules,
+    /// [`number_hash`] of the destination, computed once per send.
+    number: String,
 }
 
 /// A check the guard let through.
@@ -153,8 +157,9 @@ impl Guard {
         if let Some(refusal) = destination_refusal(&rules, destination) {
             self.refuse(refusal, destination.country, destination.number_type)?;
         }
+        let number = number_hash(&destination.digits);
         if rules.one_pending && !target.replace_pending {
-            let key = pending_key(&target.app_id, &number_hash(&destination.digits));
+            let key = pending_key(&target.app_id, &number);
             let pending = self.store.get(&key).await?;
             if let Some(pending) = pending.and_then(|bytes| PendingRecord::decode(&bytes)) {
                 if pending.same_code(target.custom_code.as_deref()) {
@@ -173,22 +178,31 @@ impl Guard {
         }
         let counts = Counted {
             app_id: &target.app_id,
-            number: number_hash(&destination.digits),
+            number,
             prefix: prefix(&destination.digits, rules.prefix_digits),
             country: destination.country,
         };
         self.count(&rules, &counts, destination.number_type).await?;
-        Ok(Admission::Send(Permit { target, rules }))
+        let number = counts.number;
+        Ok(Admission::Send(Permit {
+            target,
+            rules,
+            number,
+        }))
     }
 
     /// Records a send ITNIO accepted: the pending verification and what resends and checks need.
     /// A store failure here is logged, not returned: the code is already on its way.
     pub async fn sent(&self, permit: Permit, send: PendingSend) {
-        let Permit { target, rules } = permit;
+        let Permit {
+            target,
+            rules,
+            number,
+        } = permit;
         let destination = &target.destination;
         let record = VerificationRecord {
             app_id: target.app_id.clone(),
-            number: number_hash(&destination.digits),
+            number,
             prefix: prefix(&destination.digits, rules.prefix_digits),
             country: destination.country.to_string(),
             number_type: destination.number_type,
@@ -423,9 +437,20 @@ fn destination_refusal(rules: &Rules, destination: &Destination) -> Option<Guard
 }
 
 /// A hash of the number for store keys: equal numbers meet, the number itself is not stored.
+/// The same number always gives the same 32 hex digits (keys outlive a release: replicas of
+/// two versions share one Redis during a rolling update).
 fn number_hash(digits: &str) -> String {
-    let digest = Sha256::digest(format!("itnio-otp-guard:{digits}").as_bytes());
-    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digest = Sha256::new()
+        .chain_update(b"itnio-otp-guard:")
+        .chain_update(digits.as_bytes())
+        .finalize();
+    let mut hex = String::with_capacity(32);
+    for byte in &digest[..16] {
+        hex.push(char::from(HEX[usize::from(byte >> 4)]));
+        hex.push(char::from(HEX[usize::from(byte & 0xf)]));
+    }
+    hex
 }
 
 /// The first `digits` digits of the E.164 number (all of it when shorter).
@@ -786,7 +811,9 @@ mod tests {
     #[test]
     fn keys_hold_a_hash_and_a_prefix_never_the_number() {
         let hash = number_hash("447400123456");
-        assert_eq!(hash.len(), 32);
+        // sha256("itnio-otp-guard:447400123456"), first 16 bytes in lower-case hex: keys
+        // written by earlier releases must still be found.
+        assert_eq!(hash, "f2b86d3e32dd159c572148fc8c40f225");
         assert_ne!(hash, number_hash("447400123457"));
         assert!(!hash.contains("7400123456"));
         assert_eq!(prefix("447400123456", 7), "4474001");

@@ -74,7 +74,11 @@ pub struct Key(String);
 impl Key {
     /// A key of `kind` (e.g. `idem`, `quota`) made of `parts`.
     pub fn new(kind: &str, parts: &[&str]) -> Self {
-        let mut key = format!("itnio-otp:{kind}");
+        const PREFIX: &str = "itnio-otp:";
+        let length = PREFIX.len() + kind.len() + parts.iter().map(|p| p.len() + 1).sum::<usize>();
+        let mut key = String::with_capacity(length);
+        key.push_str(PREFIX);
+        key.push_str(kind);
         for part in parts {
             key.push(':');
             key.push_str(part);
