@@ -12,8 +12,10 @@
 //! `/proc/PID/task/*/schedstat`, nanosecond resolution; `/proc/PID/stat` ticks are too coarse for
 //! the idle figure), the facade's RSS, and each figure
 //! as a ratio to the floor and the direct path of the same run. Also: the first call on a fresh
-//! connection, exec → SERVING, idle CPU per second and idle RSS of a fresh facade. Ends with the
-//! targets of issue 10 item 2 marked PASS/FAIL.
+//! connection, exec → SERVING, idle CPU per second and idle RSS of a fresh facade. Then the
+//! targets of issue 10 item 2 marked PASS/FAIL, and the chain accounting: the facade's own CPU
+//! beyond a gRPC server and a REST client, what the sandbox and the load generator pay more for
+//! the same work in the facade chain, and the c=64 ratio a facade with no glue would reach.
 //!
 //! Run: `cargo bench --bench facade` (3 rounds of 2 s per cell, medians; ~3 minutes) or
 //! `cargo bench --bench facade -- --quick` (1 round of 0.8 s per cell; ~30 s). `FACADE_BENCH_SECS`
@@ -663,14 +665,17 @@ fn verdict(pass: bool) -> &'static str {
     if pass { "PASS" } else { "FAIL" }
 }
 
+/// The median figures of one measured cell.
+fn find(cells: &[Cell], path: Path, method: Option<Method>, concurrency: usize) -> Figures {
+    cells
+        .iter()
+        .find(|cell| cell.path == path && cell.method == method && cell.concurrency == concurrency)
+        .map(Cell::figures)
+        .expect("every cell measured")
+}
+
 fn print_targets(cells: &[Cell], firsts: &[f64], starts: &[f64], idle_cpu: f64, idle_rss: f64) {
-    let find = |path: Path, method: Option<Method>, c: usize| {
-        cells
-            .iter()
-            .find(|cell| cell.path == path && cell.method == method && cell.concurrency == c)
-            .map(Cell::figures)
-            .expect("every cell measured")
-    };
+    let find = |path, method, c| find(cells, path, method, c);
     println!("\n| target (issue 10 item 2) | measured | limit | result |");
     println!("|---|---|---|---|");
     for method in Method::ALL {
@@ -734,6 +739,53 @@ fn print_targets(cells: &[Cell], firsts: &[f64], starts: &[f64], idle_cpu: f64, 
         "| idle RSS < 20 MB | {idle_rss:.1} MiB | 20 MB | {} |",
         verdict(idle_rss * 1.048_576 < 20.0)
     );
+}
+
+/// Where the CPU of a facade call goes, against the floor and direct cells of the same run (all
+/// µs per call). Glue is the facade's CPU beyond a gRPC server (the floor's facade side) and a
+/// REST client (the direct cell's load generator). The sandbox answers the same REST request in
+/// the direct and facade cells and the load generator makes the same gRPC call in the floor and
+/// facade cells, so any rise in their columns is the cost of the three-process chain, not of
+/// their work. "With zero glue" scales the c=64 ratio by the chain's CPU without the glue, at the
+/// same utilisation of the machine: what a facade doing nothing beyond gRPC in and REST out would
+/// reach in this run.
+fn print_chain_accounting(cells: &[Cell]) {
+    println!(
+        "\n| method | c | facade CPU (glue) | sandbox CPU: direct → chain | load generator CPU: floor → chain | chain CPU ÷ (floor + direct) | c=64 ratio | c=64 ratio with zero glue |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for concurrency in CONCURRENCIES {
+        for method in Method::ALL {
+            let floor = find(cells, Path::Floor, None, concurrency);
+            let direct = find(cells, Path::Direct, Some(method), concurrency);
+            let facade = find(cells, Path::Facade, Some(method), concurrency);
+            let glue = facade.facade_cpu_us - floor.facade_cpu_us - direct.bench_cpu_us;
+            let chain = facade.facade_cpu_us + facade.sandbox_cpu_us + facade.bench_cpu_us;
+            let separate = floor.facade_cpu_us
+                + floor.bench_cpu_us
+                + direct.sandbox_cpu_us
+                + direct.bench_cpu_us;
+            let ratio = facade.rps / (1.0 / (1.0 / floor.rps + 1.0 / direct.rps));
+            let (ratio, zero_glue) = if concurrency == 64 {
+                (
+                    format!("{ratio:.2}"),
+                    format!("{:.2}", ratio * chain / (chain - glue.max(0.0))),
+                )
+            } else {
+                ("—".to_owned(), "—".to_owned())
+            };
+            println!(
+                "| {} | {concurrency} | {:.1} ({glue:.1}) | {:.1} → {:.1} | {:.1} → {:.1} | {chain:.1} ÷ {separate:.1} = {:.2} | {ratio} | {zero_glue} |",
+                method.name(),
+                facade.facade_cpu_us,
+                direct.sandbox_cpu_us,
+                facade.sandbox_cpu_us,
+                floor.bench_cpu_us,
+                facade.bench_cpu_us,
+                chain / separate,
+            );
+        }
+    }
 }
 
 #[tokio::main]
@@ -822,5 +874,6 @@ async fn main() {
         starts.iter().copied().fold(0.0, f64::max)
     );
     print_targets(&cells, &firsts, &starts, idle_cpu, idle_rss);
+    print_chain_accounting(&cells);
     let _ = std::fs::remove_file(guard_policy_file());
 }
