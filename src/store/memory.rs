@@ -1,10 +1,16 @@
-//! The in-process backend: a map with expiry behind a `std::sync::Mutex` that is never held
-//! across an `.await` (the mini-redis `db.rs` shape, without its background task: expired
-//! entries are swept during writes, at most once a minute, so memory stays bounded by what is
-//! live plus one minute of writes).
+//! The in-process backend: a map with expiry behind `std::sync::Mutex`es that are never held
+//! across an `.await` (the mini-redis `db.rs` shape, without its background task).
+//!
+//! The map is split into [`SHARDS`] shards by a hash of the key, each behind its own lock. A busy
+//! replica holds hundreds of thousands of entries (guard records live a day), and growing or
+//! sweeping one map of that size holds its lock for hundreds of milliseconds, stalling every
+//! send, check and quota count behind it; a shard is a 64th of that. Expired entries are swept
+//! during writes, per shard, at most once a minute, so memory stays bounded by what is live plus
+//! one minute of writes.
 
 use std::{
     collections::HashMap,
+    hash::{BuildHasher, RandomState},
     sync::{Mutex, MutexGuard},
     time::Duration,
 };
@@ -13,13 +19,24 @@ use tokio::time::Instant;
 
 use super::{Key, Put, Store, StoreError, WindowCount};
 
-/// How often writes sweep out expired entries.
+/// How often writes sweep out expired entries (per shard).
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// Shards of the map: the longest a write can hold a lock (growing or sweeping its shard) is a
+/// `SHARDS`th of what one map would take (`cargo bench --bench memory_store`).
+const SHARDS: usize = 64;
 
 /// Shared state for one replica.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryStore {
-    state: Mutex<State>,
+    shards: Box<[Mutex<State>]>,
+    /// Picks a key's shard; randomly seeded per process like the maps themselves.
+    hasher: RandomState,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::with_shards(SHARDS)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -59,24 +76,41 @@ impl State {
 }
 
 impl MemoryStore {
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn with_shards(shards: usize) -> Self {
+        Self {
+            shards: (0..shards.max(1)).map(|_| Mutex::default()).collect(),
+            hasher: RandomState::new(),
+        }
+    }
+
+    /// The index of `key`'s shard.
+    fn shard_of(&self, key: &Key) -> usize {
+        // The modulo keeps the index below the shard count, which fits in a usize.
+        (self.hasher.hash_one(key.as_str()) % self.shards.len() as u64) as usize
+    }
+
+    /// The shard of `key`, locked.
+    fn lock(&self, key: &Key) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the map half-updated (every update is a
         // single insert or remove), so a poisoned lock is still safe to use.
-        self.state
+        self.shards[self.shard_of(key)]
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.lock().entries.len()
+        self.shards
+            .iter()
+            .map(|shard| shard.lock().map_or(0, |state| state.entries.len()))
+            .sum()
     }
 }
 
 #[tonic::async_trait]
 impl Store for MemoryStore {
     async fn get(&self, key: &Key) -> Result<Option<Vec<u8>>, StoreError> {
-        let mut state = self.lock();
+        let mut state = self.lock(key);
         Ok(state
             .live(key.as_str(), Instant::now())
             .map(|entry| match &entry.value {
@@ -93,7 +127,7 @@ impl Store for MemoryStore {
         mode: Put,
     ) -> Result<bool, StoreError> {
         let now = Instant::now();
-        let mut state = self.lock();
+        let mut state = self.lock(key);
         state.sweep(now);
         if mode == Put::IfAbsent && state.live(key.as_str(), now).is_some() {
             return Ok(false);
@@ -107,13 +141,13 @@ impl Store for MemoryStore {
     }
 
     async fn delete(&self, key: &Key) -> Result<(), StoreError> {
-        self.lock().entries.remove(key.as_str());
+        self.lock(key).entries.remove(key.as_str());
         Ok(())
     }
 
     async fn increment(&self, key: &Key, window: Duration) -> Result<WindowCount, StoreError> {
         let now = Instant::now();
-        let mut state = self.lock();
+        let mut state = self.lock(key);
         state.sweep(now);
         let entry = match state.live(key.as_str(), now) {
             Some(entry) => entry,
@@ -228,7 +262,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn writes_sweep_expired_entries() {
-        let store = MemoryStore::default();
+        let store = MemoryStore::with_shards(1);
         for name in ["a", "b", "c"] {
             store
                 .put(&key(name), b"1", Duration::from_secs(1), Put::Always)
@@ -248,7 +282,7 @@ mod tests {
     /// exact end), and an entry expiring at that very instant is swept with the others.
     #[tokio::test(start_paused = true)]
     async fn writes_sweep_at_most_once_a_minute() {
-        let store = MemoryStore::default();
+        let store = MemoryStore::with_shards(1);
         let put = |name: &'static str, secs: u64| {
             let store = &store;
             async move {
@@ -267,5 +301,45 @@ mod tests {
         tokio::time::advance(Duration::from_secs(61)).await;
         put("e", 600).await; // past due: the expired `d` goes
         assert_eq!(store.len(), 2);
+    }
+
+    #[test]
+    fn keys_spread_over_the_shards() {
+        let store = MemoryStore::default();
+        let mut used = [false; SHARDS];
+        for n in 0..4000 {
+            used[store.shard_of(&key(&n.to_string()))] = true;
+        }
+        // 4000 keys over 64 shards leave one empty with odds of about 64 × (63/64)^4000 < 1e-25.
+        assert_eq!(used.iter().filter(|used| **used).count(), SHARDS);
+        let same = key("same");
+        assert_eq!(store.shard_of(&same), store.shard_of(&same));
+    }
+
+    /// A write sweeps its own shard only: the expired entries of other shards wait for writes
+    /// of their own, so no write pays for sweeping the whole map.
+    #[tokio::test(start_paused = true)]
+    async fn a_write_sweeps_only_its_own_shard() {
+        let store = MemoryStore::default();
+        let expired = key("expiring");
+        let names: Vec<String> = (0..1000).map(|n| n.to_string()).collect();
+        let other = names
+            .iter()
+            .map(|n| key(n))
+            .find(|k| store.shard_of(k) != store.shard_of(&expired))
+            .unwrap();
+        let neighbour = names
+            .iter()
+            .map(|n| key(n))
+            .find(|k| store.shard_of(k) == store.shard_of(&expired) && *k != expired)
+            .unwrap();
+        let ttl = Duration::from_secs(1);
+        store.put(&expired, b"1", ttl, Put::Always).await.unwrap();
+        tokio::time::advance(SWEEP_EVERY).await;
+        store.put(&other, b"1", ttl, Put::Always).await.unwrap();
+        assert_eq!(store.len(), 2, "another shard's write leaves it");
+        store.put(&neighbour, b"1", ttl, Put::Always).await.unwrap();
+        assert_eq!(store.len(), 2, "a write to its shard sweeps it");
+        assert_eq!(store.get(&expired).await.unwrap(), None);
     }
 }
