@@ -1095,3 +1095,33 @@ async fn concurrent_sends_respect_the_total_limit() {
     assert_eq!(statuses.iter().filter(|s| *s == "0").count(), 5);
     assert_eq!(statuses.iter().filter(|s| *s == "-27").count(), 15);
 }
+
+#[tokio::test]
+async fn callbacks_name_an_existing_app_and_its_own_verification() {
+    let h = real_time().await;
+    let (app_id, template_id) = h.ready("callback_owner").await;
+    let other_app = h.app(json!({"name": "callback_other"})).await;
+    let sent = h
+        .send(json!({"appId": app_id, "templateId": template_id, "to":"99900123456"}))
+        .await;
+    let id = sent["data"]["verificationId"].as_str().unwrap();
+    // An ISO-8601 time is accepted as well as epoch digits.
+    let postback = json!({"appId": app_id, "verificationId": id, "number":"99900123456", "time":"2023-04-11T11:46:04+08:00"});
+    assert_eq!(
+        h.post("/postback/backfill", postback).await,
+        json!({"status":"0","reason":"success"})
+    );
+    // The verification exists, but belongs to another app.
+    let foreign = json!({"appId": other_app, "verificationId": id, "time":"1681184764000"});
+    assert_error(
+        &h.post("/postback/backfill", foreign).await,
+        "-24",
+        "Data unexisting",
+    );
+    let rate = json!({"appId":"nosuchap","mcc":"460","backfillNow":"10","callbackTime":"2023-01-29T09:59:58+08:00"});
+    assert_error(
+        &h.post("/backfillRate", rate).await,
+        "-24",
+        "Data unexisting",
+    );
+}

@@ -150,4 +150,13 @@ mod tests {
         assert!(optional_digits("n", None).is_ok());
         assert!(optional_digits("n", Some("12a")).is_err());
     }
+
+    #[test]
+    fn optional_digit_fields_accept_digits_and_blank() {
+        assert!(optional_digits("n", Some("")).is_ok());
+        assert!(optional_digits("n", Some("1000")).is_ok());
+        assert!(is_digits("0123456789"));
+        assert!(!is_digits(""));
+        assert!(!is_digits("12 3"));
+    }
 }

@@ -204,4 +204,27 @@ mod tests {
         assert_eq!(network_for("8613512345678"), (460, 0));
         assert_eq!(network_for("99900123456"), (1, 1));
     }
+
+    #[test]
+    fn code_types_come_from_wire_values_one_to_four() {
+        let kinds: Vec<_> = (0..=5).map(CodeType::from_wire).collect();
+        assert_eq!(
+            kinds,
+            [
+                None,
+                Some(CodeType::Numeric),
+                Some(CodeType::Alpha),
+                Some(CodeType::Alphanumeric),
+                Some(CodeType::Hex),
+                None
+            ]
+        );
+    }
+
+    #[test]
+    fn only_numbers_starting_with_999_are_test_numbers() {
+        assert!(is_test_number("99900123456"));
+        assert!(!is_test_number("91856321412"));
+        assert!(!is_test_number("89990012345"));
+    }
 }

@@ -232,4 +232,11 @@ mod tests {
             ApiError::DataUnexisting
         );
     }
+
+    #[test]
+    fn channel_cut_one_keeps_the_channel_and_status_two_waits_for_a_check() {
+        let f = flow(r#"{"name":"name","flow":[{"waitingTime":120,"status":2,"channel":"call","channelCut":1}]}"#).unwrap();
+        assert_eq!(f.flow[0].trigger(), Trigger::NotVerified);
+        assert!(f.flow[0].keeps_channel());
+    }
 }

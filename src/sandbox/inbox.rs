@@ -261,4 +261,74 @@ mod tests {
             "delivered"
         );
     }
+
+    #[test]
+    fn times_are_utc_with_milliseconds() {
+        let t = DateTime::parse_from_rfc3339("2022-07-12T13:39:45.1234+08:00")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(rfc3339(t), "2022-07-12T05:39:45.123Z");
+        let out = serde_json::to_value(message("111", t).at(t)).unwrap();
+        assert_eq!(
+            (&out["time"], &out["settlesAt"]),
+            (
+                &serde_json::json!("2022-07-12T05:39:45.123Z"),
+                &serde_json::json!("2022-07-12T05:39:49.123Z")
+            )
+        );
+    }
+
+    #[test]
+    fn since_replays_later_ids_oldest_first_and_filtered() {
+        let mut inbox = Inbox::default();
+        let t0 = Utc::now();
+        for to in ["111", "222", "111", "111"] {
+            inbox.deliver(message(to, t0), 10);
+        }
+        let ids = |last, filter: &Filter| {
+            inbox
+                .since(last, filter)
+                .iter()
+                .map(|m| m.id)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(0, &Filter::default()), [1, 2, 3, 4]);
+        assert_eq!(ids(2, &Filter::default()), [3, 4]);
+        let only_222 = Filter {
+            to: Some("222".into()),
+            after: None,
+        };
+        assert_eq!(ids(0, &only_222), [2]);
+        assert_eq!(ids(2, &only_222), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn subscribers_are_counted_while_subscribed() {
+        let inbox = Inbox::default();
+        assert_eq!(inbox.subscribers(), 0);
+        let first = inbox.subscribe();
+        let second = inbox.subscribe();
+        assert_eq!(inbox.subscribers(), 2);
+        drop((first, second));
+        assert_eq!(inbox.subscribers(), 0);
+    }
+
+    #[test]
+    fn purge_drops_what_was_stored_up_to_the_cutoff() {
+        let mut inbox = Inbox::default();
+        let base = Instant::now();
+        let t0 = Utc::now();
+        for offset in [0, 1, 2] {
+            let mut m = message("111", t0);
+            m.stored_at = base + std::time::Duration::from_secs(offset);
+            inbox.deliver(m, 10);
+        }
+        inbox.purge(base + std::time::Duration::from_secs(1));
+        let ids: Vec<u64> = inbox
+            .list(&Filter::default(), 10)
+            .iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(ids, [3]);
+    }
 }

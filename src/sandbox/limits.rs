@@ -212,4 +212,65 @@ mod tests {
         );
         assert_eq!(log.check(&off(), &phone, "222", now), Ok(()));
     }
+
+    #[test]
+    fn each_unit_has_its_own_length() {
+        let now = Utc::now();
+        for (unit, length) in [
+            (1, Duration::days(1)),
+            (2, Duration::hours(1)),
+            (3, Duration::minutes(1)),
+            (4, Duration::seconds(1)),
+        ] {
+            let mut log = SendLog::default();
+            let phone = limit(unit, 1, 1);
+            log.push("111", now);
+            let just_inside = now + length - Duration::milliseconds(1);
+            assert_eq!(
+                log.check(&off(), &phone, "111", just_inside),
+                Err(ApiError::PeriodPhoneSendLimit),
+                "unit {unit}"
+            );
+            assert_eq!(
+                log.check(&off(), &phone, "111", now + length),
+                Ok(()),
+                "unit {unit}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_send_leaves_the_window_exactly_one_window_later() {
+        let mut log = SendLog::default();
+        let now = Utc::now();
+        let total = limit(4, 1, 1);
+        // A longer phone window keeps the send in the log past the total window.
+        let phone = limit(4, 2, 10);
+        log.push("111", now);
+        assert_eq!(
+            log.check(&total, &phone, "222", now + Duration::seconds(1)),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn the_log_keeps_only_the_longest_window_in_force() {
+        let mut log = SendLog::default();
+        let now = Utc::now();
+        for i in 0..3 {
+            log.push("111", now + Duration::seconds(i));
+        }
+        let short = limit(4, 1, 10);
+        let long = limit(4, 2, 10);
+        assert_eq!(
+            log.check(&short, &long, "111", now + Duration::milliseconds(2500)),
+            Ok(())
+        );
+        assert_eq!(log.0.len(), 2, "the sends within the 2 s phone window stay");
+        assert_eq!(
+            log.check(&off(), &off(), "111", now + Duration::seconds(3)),
+            Ok(())
+        );
+        assert_eq!(log.0.len(), 0, "no limit in force keeps nothing");
+    }
 }

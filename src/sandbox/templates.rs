@@ -247,4 +247,32 @@ mod tests {
             ApiError::DataUnexisting
         );
     }
+
+    #[test]
+    fn the_text_and_a_documented_language_are_kept() {
+        let t = template(r###"{"name":"name","text":"Code ##code##, 5 min","language":"JP"}"###)
+            .unwrap();
+        assert_eq!(
+            (t.text(), t.language.as_str()),
+            ("Code ##code##, 5 min", "JP")
+        );
+    }
+
+    #[test]
+    fn names_are_unique_but_a_template_may_keep_its_own() {
+        let mut state = state::State::default();
+        let mut t = template(r###"{"name":"name","text":"##code##"}"###).unwrap();
+        t.template_id = 7;
+        state.templates.insert(7, t);
+        assert_eq!(
+            ensure_name_free(&state, "name", None),
+            Err(ApiError::DataExisting)
+        );
+        assert_eq!(
+            ensure_name_free(&state, "name", Some(8)),
+            Err(ApiError::DataExisting)
+        );
+        assert_eq!(ensure_name_free(&state, "name", Some(7)), Ok(()));
+        assert_eq!(ensure_name_free(&state, "other", None), Ok(()));
+    }
 }

@@ -144,4 +144,18 @@ mod tests {
             (3, 2, 0)
         );
     }
+
+    #[test]
+    fn counts_are_listed_by_endpoint() {
+        let mut traffic = Traffic::default();
+        traffic.record("POST /app/add");
+        traffic.record("GET /flow/list");
+        traffic.record("POST /app/add");
+        let listed: Vec<(&str, u64)> = traffic
+            .by_endpoint()
+            .iter()
+            .map(|(endpoint, count)| (endpoint.as_str(), *count))
+            .collect();
+        assert_eq!(listed, [("GET /flow/list", 1), ("POST /app/add", 2)]);
+    }
 }
