@@ -520,4 +520,25 @@ mod tests {
             "text/plain; charset=utf-8"
         );
     }
+
+    #[tokio::test]
+    async fn replies_of_megabytes_are_mangled_too() {
+        let big = "x".repeat(1024 * 1024);
+        let truncated = mangle(big.into_response(), |b| Body::from(b.slice(..b.len() / 2))).await;
+        assert_eq!(truncated.status(), StatusCode::OK);
+        let bytes = collect(truncated.into_body()).await.unwrap();
+        assert_eq!(bytes.len(), 512 * 1024);
+    }
+
+    #[tokio::test]
+    async fn a_huge_body_streams_64_kib_items_and_hits_a_whole_size_exactly() {
+        let head = br#"{"status":"0","reason":"success","data":["#.len();
+        let size = (head + 4 + 2 * 65_536) as u64;
+        let mut body = huge_body(size).into_body();
+        let mut frames = Vec::new();
+        while let Some(frame) = http_body_util_frame(&mut body).await {
+            frames.push(frame.unwrap().len());
+        }
+        assert_eq!(frames, [head, 65_536, 65_536, 4]);
+    }
 }

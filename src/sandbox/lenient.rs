@@ -186,4 +186,61 @@ mod tests {
         assert!(required_text("name", Some("abc"), 4, 32).is_err());
         assert!(required_text("name", Some("abcd"), 4, 32).is_ok());
     }
+
+    #[test]
+    fn integers_as_floats_strings_and_blanks() {
+        let n = |json: &str| probe(json).map(|p| p.n);
+        assert_eq!(n(r#"{"n":5.0}"#).unwrap(), Some(5));
+        assert_eq!(n(r#"{"n":-7.0}"#).unwrap(), Some(-7));
+        assert_eq!(
+            n(r#"{"n":8999999999999998.0}"#).unwrap(),
+            Some(8_999_999_999_999_998)
+        );
+        assert!(n(r#"{"n":9e15}"#).is_err());
+        assert!(n(r#"{"n":-9e15}"#).is_err());
+        assert!(n(r#"{"n":18446744073709551615}"#).is_err());
+        assert_eq!(n(r#"{"n":" 7 "}"#).unwrap(), Some(7));
+        assert_eq!(n(r#"{"n":"  "}"#).unwrap(), None);
+        assert_eq!(n(r#"{"n":""}"#).unwrap(), None);
+        assert!(n(r#"{"n":true}"#).is_err());
+    }
+
+    #[test]
+    fn booleans_as_words_and_digits() {
+        let b = |json: &str| probe(json).map(|p| p.b);
+        for (json, expected) in [
+            (r#"{"b":true}"#, Some(true)),
+            (r#"{"b":false}"#, Some(false)),
+            (r#"{"b":1}"#, Some(true)),
+            (r#"{"b":0}"#, Some(false)),
+            (r#"{"b":" TRUE "}"#, Some(true)),
+            (r#"{"b":"False"}"#, Some(false)),
+            (r#"{"b":"1"}"#, Some(true)),
+            (r#"{"b":"0"}"#, Some(false)),
+            (r#"{"b":" "}"#, None),
+        ] {
+            assert_eq!(b(json).unwrap(), expected, "{json}");
+        }
+        for json in [r#"{"b":2}"#, r#"{"b":"yes"}"#, r#"{"b":[true]}"#] {
+            assert!(b(json).is_err(), "{json}");
+        }
+    }
+
+    #[test]
+    fn bounds_are_inclusive_and_counted_in_characters() {
+        assert!(in_range("x", 1, 1, 60).is_ok_and(|v| v == 1));
+        assert!(in_range("x", 60, 1, 60).is_ok_and(|v| v == 60));
+        assert!(in_range("x", 0, 1, 60).is_err());
+        assert!(required_ranged("x", Some(2), 1, 2).is_ok_and(|v| v == 2));
+        assert!(required_ranged("x", Some(3), 1, 2).is_err());
+        assert!(required_text("name", Some("éééé"), 4, 4).is_ok_and(|v| v == "éééé"));
+        assert!(required_text("name", Some("abcde"), 4, 4).is_err());
+        assert!(required_text("name", None, 0, 4).is_err());
+    }
+
+    #[test]
+    fn path_ids_are_trimmed_integers() {
+        assert_eq!(path_id("templateId", " 455 "), Ok(455));
+        assert!(path_id("templateId", "45x").is_err());
+    }
 }

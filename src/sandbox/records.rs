@@ -451,4 +451,34 @@ mod tests {
         let both = attempts(&v, secs(&v, 33), SPEED);
         assert_eq!(both[1].start, after(v.sent_at, 32.0, SPEED));
     }
+
+    #[test]
+    fn an_answered_call_settles_once_answered() {
+        let v = Verification::sample("99900123456", Channel::Call, "1234", Utc::now());
+        assert_eq!(json_at(&v, 5)["verifications"]["matched"], 1);
+        assert_eq!(json_at(&v, 10)["verifications"]["matched"], -1);
+    }
+
+    #[test]
+    fn matched_changes_just_after_the_boundary_instant() {
+        let v = Verification::sample("99900123456", Channel::Sms, "1234", Utc::now());
+        // Settled (doneTm) at 4 s: from that instant on, no longer in flight.
+        assert_eq!(json_at(&v, 4)["verifications"]["matched"], -1);
+        // Expires at 300 s: a read at the expiry instant is not yet expired.
+        assert_eq!(json_at(&v, 300)["verifications"]["matched"], -1);
+        assert_eq!(json_at(&v, 301)["verifications"]["matched"], 5);
+    }
+
+    #[test]
+    fn a_node_fires_at_its_instant_and_not_after_the_expiry() {
+        let mut v = Verification::sample("99900123456", Channel::Sms, "1234", Utc::now());
+        v.flow = vec![FlowNode::new(30, 2, Channel::Call, 0)];
+        assert_eq!(attempts(&v, secs(&v, 29), SPEED).len(), 1);
+        assert_eq!(attempts(&v, secs(&v, 30), SPEED).len(), 2);
+        // The code expires at 300 s: a node firing exactly then still fires, one later not.
+        v.flow = vec![FlowNode::new(300, 2, Channel::Call, 0)];
+        assert_eq!(attempts(&v, secs(&v, 300), SPEED).len(), 2);
+        v.flow = vec![FlowNode::new(301, 2, Channel::Call, 0)];
+        assert_eq!(attempts(&v, secs(&v, 400), SPEED).len(), 1);
+    }
 }
