@@ -91,13 +91,15 @@ impl Accounts {
             next.insert(DEFAULT_ACCOUNT.to_owned(), default.clone());
         }
         for spec in accounts {
-            let client = UpstreamClient::new(UpstreamConfig {
-                base_url: spec.base_url.clone(),
-                api_key: spec.api_key.clone(),
-                api_secret: spec.api_secret.expose().to_owned(),
-                timeout: self.timeout,
-            })?
-            .with_http_version(self.http_version)?
+            let client = UpstreamClient::new_with_http_version(
+                UpstreamConfig {
+                    base_url: spec.base_url.clone(),
+                    api_key: spec.api_key.clone(),
+                    api_secret: spec.api_secret.expose().to_owned(),
+                    timeout: self.timeout,
+                },
+                self.http_version,
+            )?
             .with_max_response_bytes(self.max_response_bytes)
             .with_concurrency_limit(self.in_flight.clone());
             next.insert(spec.name.clone(), client);
@@ -111,13 +113,16 @@ impl Accounts {
 mod tests {
     use super::*;
 
-    fn client(base_url: &str) -> UpstreamClient {
-        UpstreamClient::new(UpstreamConfig {
-            base_url: base_url.into(),
-            api_key: "k".into(),
-            api_secret: "s".into(),
-            timeout: Duration::from_secs(1),
-        })
+    fn client(base_url: &str, version: HttpVersion) -> UpstreamClient {
+        UpstreamClient::new_with_http_version(
+            UpstreamConfig {
+                base_url: base_url.into(),
+                api_key: "k".into(),
+                api_secret: "s".into(),
+                timeout: Duration::from_secs(1),
+            },
+            version,
+        )
         .expect("client")
     }
 
@@ -133,10 +138,7 @@ mod tests {
     #[test]
     fn requests_are_routed_to_their_callers_account() {
         let accounts = Accounts::new(
-            client("http://default.test")
-                .with_max_response_bytes(1234)
-                .with_http_version(HttpVersion::Http2)
-                .expect("http2"),
+            client("http://default.test", HttpVersion::Http2).with_max_response_bytes(1234),
         );
         accounts
             .replace(&[spec("brand-b", "http://b.test", "s")])
@@ -167,7 +169,7 @@ mod tests {
 
     #[test]
     fn a_replace_swaps_the_whole_set_but_keeps_the_default() {
-        let accounts = Accounts::new(client("http://default.test"));
+        let accounts = Accounts::new(client("http://default.test", HttpVersion::Http1));
         accounts
             .replace(&[
                 spec("a", "http://a.test", "s"),

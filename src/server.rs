@@ -378,13 +378,15 @@ async fn connect_upstream(
             (base_url, key, secret, Some(task))
         }
     };
-    let client = UpstreamClient::new(UpstreamConfig {
-        base_url,
-        api_key,
-        api_secret,
-        timeout: config.upstream_timeout,
-    })
-    .and_then(|client| client.with_http_version(config.http_version))
+    let client = UpstreamClient::new_with_http_version(
+        UpstreamConfig {
+            base_url,
+            api_key,
+            api_secret,
+            timeout: config.upstream_timeout,
+        },
+        config.http_version,
+    )
     .map(|client| {
         client
             .with_max_response_bytes(config.max_response_bytes)

@@ -852,18 +852,14 @@ async fn a_connection_lost_under_the_body_is_interrupted_and_bad_framing_is_a_de
 #[tokio::test]
 async fn http2_is_spoken_only_when_configured() {
     let (base_url, connections) = common::h2_only_upstream().await;
-    let client = || {
-        UpstreamClient::new(UpstreamConfig {
-            base_url: base_url.clone(),
-            api_key: KEY.into(),
-            api_secret: SECRET.into(),
-            timeout: Duration::from_secs(5),
-        })
-        .expect("valid config")
+    let config = UpstreamConfig {
+        base_url: base_url.clone(),
+        api_key: KEY.into(),
+        api_secret: SECRET.into(),
+        timeout: Duration::from_secs(5),
     };
-    let http2 = client()
-        .with_http_version(HttpVersion::Http2)
-        .expect("http2 client");
+    let http2 =
+        UpstreamClient::new_with_http_version(config.clone(), HttpVersion::Http2).expect("http2");
     assert_eq!(http2.http_version(), HttpVersion::Http2);
     // Several calls at once share the one connection as streams.
     let calls = (0..8).map(|_| http2.list_flows(None));
@@ -872,7 +868,7 @@ async fn http2_is_spoken_only_when_configured() {
     }
     assert_eq!(connections.load(Ordering::SeqCst), 1);
     // The default is HTTP/1.1, which an HTTP/2-only server cannot answer.
-    let http1 = client();
+    let http1 = UpstreamClient::new(config).expect("valid config");
     assert_eq!(http1.http_version(), HttpVersion::Http1);
     let refused = http1
         .list_flows(None)

@@ -188,7 +188,16 @@ fn http_client(
 }
 
 impl UpstreamClient {
+    /// A client speaking HTTP/1.1 ([`HttpVersion::default`]).
     pub fn new(config: UpstreamConfig) -> Result<Self, BuildError> {
+        Self::new_with_http_version(config, HttpVersion::default())
+    }
+
+    /// A client speaking `version` to the upstream.
+    pub fn new_with_http_version(
+        config: UpstreamConfig,
+        version: HttpVersion,
+    ) -> Result<Self, BuildError> {
         if config.timeout.is_zero() {
             return Err(BuildError::ZeroTimeout);
         }
@@ -205,14 +214,14 @@ impl UpstreamClient {
         let mut api_key = HeaderValue::from_str(&config.api_key)
             .map_err(|_| BuildError::Client("api key is not a valid header value".into()))?;
         api_key.set_sensitive(true);
-        let http = http_client(&base, config.timeout, HttpVersion::default())?;
+        let http = http_client(&base, config.timeout, version)?;
         let routes = Endpoint::ALL
             .iter()
             .map(|endpoint| route_url(&base, *endpoint))
             .collect::<Result<_, _>>()?;
         Ok(Self {
             http,
-            http_version: HttpVersion::default(),
+            http_version: version,
             inner: Arc::new(Inner {
                 config,
                 routes,
@@ -244,15 +253,7 @@ impl UpstreamClient {
         self
     }
 
-    /// Speaks `version` to the upstream (default [`HttpVersion::Http1`]).
-    pub fn with_http_version(mut self, version: HttpVersion) -> Result<Self, BuildError> {
-        let base = &self.inner.routes[0];
-        self.http = http_client(base, self.inner.config.timeout, version)?;
-        self.http_version = version;
-        Ok(self)
-    }
-
-    /// The HTTP version spoken to the upstream ([`Self::with_http_version`]).
+    /// The HTTP version spoken to the upstream ([`Self::new_with_http_version`]).
     pub fn http_version(&self) -> HttpVersion {
         self.http_version
     }
