@@ -665,6 +665,11 @@ fn verdict(pass: bool) -> &'static str {
     if pass { "PASS" } else { "FAIL" }
 }
 
+/// The rate of floor and direct done one after the other: 1/(1/floor + 1/direct).
+fn combined_rps(floor: &Figures, direct: &Figures) -> f64 {
+    1.0 / (1.0 / floor.rps + 1.0 / direct.rps)
+}
+
 /// The median figures of one measured cell.
 fn find(cells: &[Cell], path: Path, method: Option<Method>, concurrency: usize) -> Figures {
     cells
@@ -700,7 +705,7 @@ fn print_targets(cells: &[Cell], firsts: &[f64], starts: &[f64], idle_cpu: f64, 
             find(Path::Direct, Some(method), 64),
             find(Path::Facade, Some(method), 64),
         );
-        let combined = 1.0 / (1.0 / floor.rps + 1.0 / direct.rps);
+        let combined = combined_rps(&floor, &direct);
         println!(
             "| {} c=64 req/s ≥ 0.85 × 1/(1/floor + 1/direct) | {:.0} ({:.2}×) | {:.0} | {} |",
             method.name(),
@@ -765,8 +770,8 @@ fn print_chain_accounting(cells: &[Cell]) {
                 + floor.bench_cpu_us
                 + direct.sandbox_cpu_us
                 + direct.bench_cpu_us;
-            let ratio = facade.rps / (1.0 / (1.0 / floor.rps + 1.0 / direct.rps));
             let (ratio, zero_glue) = if concurrency == 64 {
+                let ratio = facade.rps / combined_rps(&floor, &direct);
                 (
                     format!("{ratio:.2}"),
                     format!("{:.2}", ratio * chain / (chain - glue.max(0.0))),
