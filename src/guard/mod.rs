@@ -30,6 +30,7 @@ use crate::{
     phone::{Country, Destination, NON_GEOGRAPHIC, NumberType},
     store::{Key, Put, SharedStore},
     telemetry::metrics,
+    upstream::sign::lower_hex,
 };
 pub use policy::{Policy, PolicyError, Rules};
 pub use records::PendingSend;
@@ -440,17 +441,11 @@ fn destination_refusal(rules: &Rules, destination: &Destination) -> Option<Guard
 /// The same number always gives the same 32 hex digits (keys outlive a release: replicas of
 /// two versions share one Redis during a rolling update).
 fn number_hash(digits: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = Sha256::new()
         .chain_update(b"itnio-otp-guard:")
         .chain_update(digits.as_bytes())
         .finalize();
-    let mut hex = String::with_capacity(32);
-    for byte in &digest[..16] {
-        hex.push(char::from(HEX[usize::from(byte >> 4)]));
-        hex.push(char::from(HEX[usize::from(byte & 0xf)]));
-    }
-    hex
+    lower_hex(&digest[..16])
 }
 
 /// The first `digits` digits of the E.164 number (all of it when shorter).

@@ -5,7 +5,10 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::phone::{Country, NON_GEOGRAPHIC, NumberType};
+use crate::{
+    phone::{Country, NON_GEOGRAPHIC, NumberType},
+    upstream::sign::lower_hex,
+};
 
 /// A send's response, as returned again while it is pending.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,8 +93,12 @@ impl VerificationRecord {
 }
 
 fn digest(verification_id: &str, code: &str) -> String {
-    let digest = Sha256::digest(format!("{verification_id}\0{code}").as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    let digest = Sha256::new()
+        .chain_update(verification_id.as_bytes())
+        .chain_update(b"\0")
+        .chain_update(code.as_bytes())
+        .finalize();
+    lower_hex(&digest)
 }
 
 #[cfg(test)]

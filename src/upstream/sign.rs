@@ -11,10 +11,14 @@ pub fn sign(api_key: &str, api_secret: &str, timestamp: &str) -> String {
     hasher.update(api_key.as_bytes());
     hasher.update(api_secret.as_bytes());
     hasher.update(timestamp.as_bytes());
-    let digest = hasher.finalize();
-    let mut hex = String::with_capacity(digest.len() * 2);
-    for byte in digest.iter() {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
+    lower_hex(&hasher.finalize())
+}
+
+/// `bytes` as lowercase hex, two digits a byte (also the guard's hashed store keys).
+pub fn lower_hex(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
         hex.push(char::from(HEX[usize::from(byte >> 4)]));
         hex.push(char::from(HEX[usize::from(byte & 0x0f)]));
     }
