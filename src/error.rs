@@ -11,11 +11,14 @@ use std::{collections::HashMap, time::Duration};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+pub use crate::convert::FieldViolation;
 use crate::{
     accounts::UnknownAccount,
     auth::AuthError,
-    guard::GuardRefusal,
+    convert::InvalidRequest,
+    guard::{GuardError, GuardRefusal},
     idempotency::Lookup,
+    send::SendError,
     store::StoreError,
     upstream::{UpstreamError, UpstreamStatus},
 };
@@ -26,15 +29,6 @@ pub const ERROR_DOMAIN: &str = "itniotech.com";
 /// The RetryInfo delay of calls shed under load: long enough for in-flight calls to finish.
 const OVERLOAD_RETRY_AFTER: Duration = Duration::from_millis(500);
 
-/// One invalid request field, named by its proto path (e.g. `nodes[0].channel`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldViolation {
-    /// Proto field path.
-    pub field: String,
-    /// What is wrong, for humans; never echoes the value.
-    pub description: String,
-}
-
 /// Why an RPC failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -44,58 +38,37 @@ pub enum ServiceError {
     /// The upstream call failed or was refused.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
-    /// A send failed in a way that may still have sent a code; `lookup` finds it.
-    #[error("{error} (outcome unknown)")]
-    UncertainSend {
-        /// What went wrong.
-        error: UpstreamError,
-        /// How to look the send up.
-        lookup: Lookup,
-    },
-    /// A send refused by its idempotency record, its quota or the shared store.
+    /// A send failed: refused by its idempotency record, its quota, the guard or the shared
+    /// store, or its ITNIO call failed.
     #[error(transparent)]
     Send(#[from] SendError),
-    /// A call the send guard refused.
+    /// A check the send guard refused, or could not count.
     #[error(transparent)]
-    Guard(#[from] GuardRefusal),
+    Guard(#[from] GuardError),
 }
 
-/// Why a send was refused before (or instead of) calling ITNIO.
-#[derive(Debug, thiserror::Error)]
-pub enum SendError {
-    /// The shared state store (Redis) cannot be reached: sends fail closed.
-    #[error(transparent)]
-    StateUnavailable(#[from] StoreError),
-    /// The request id was used before by this caller for a different request.
-    #[error("request id reused for a different request")]
-    RequestIdReused {
-        /// The id.
-        request_id: String,
-    },
-    /// An earlier attempt with this request id may have been processed; it is never resent.
-    #[error("an earlier attempt's outcome is unknown")]
-    OutcomeUnknown {
-        /// The id.
-        request_id: String,
-        /// How to look the send up.
-        lookup: Lookup,
-    },
-    /// The first attempt with this request id is still running past the repeat's deadline.
-    #[error("the first attempt is still in progress")]
-    RequestInProgress {
-        /// The id.
-        request_id: String,
-    },
-    /// The caller went past its `sends_per_minute`.
-    #[error("caller send rate exceeded")]
-    CallerRateExceeded {
-        /// The caller's name.
-        caller: String,
-        /// Its limit per minute.
-        limit: u32,
-        /// When the window resets.
-        retry_after: Duration,
-    },
+impl From<InvalidRequest> for ServiceError {
+    fn from(InvalidRequest(violations): InvalidRequest) -> Self {
+        Self::InvalidArgument(violations)
+    }
+}
+
+impl From<InvalidRequest> for Status {
+    fn from(error: InvalidRequest) -> Self {
+        ServiceError::from(error).into()
+    }
+}
+
+impl From<SendError> for Status {
+    fn from(error: SendError) -> Self {
+        ServiceError::from(error).into()
+    }
+}
+
+impl From<GuardError> for Status {
+    fn from(error: GuardError) -> Self {
+        ServiceError::from(error).into()
+    }
 }
 
 /// A request refused because it would go past one of this service's own limits.
@@ -215,18 +188,21 @@ impl From<ServiceError> for Status {
         match error {
             ServiceError::InvalidArgument(violations) => invalid_argument(&violations),
             ServiceError::Upstream(error) => upstream_status(&error, None),
-            ServiceError::UncertainSend { error, lookup } => upstream_status(&error, Some(&lookup)),
             ServiceError::Send(error) => send_status(error),
-            ServiceError::Guard(refusal) => guard_status(&refusal),
+            ServiceError::Guard(GuardError::Refused(refusal)) => guard_status(&refusal),
+            ServiceError::Guard(GuardError::Store(error)) => send_status(error.into()),
         }
     }
 }
 
-/// The statuses of idempotent sends, quotas and the shared store.
+/// The statuses of sends: idempotency, quotas, the shared store, the guard and ITNIO.
 fn send_status(error: SendError) -> Status {
     let mut details = ErrorDetails::new();
     let mut metadata = HashMap::new();
     let (code, reason, message) = match error {
+        SendError::Guard(refusal) => return guard_status(&refusal),
+        SendError::Upstream(error) => return upstream_status(&error, None),
+        SendError::Uncertain { error, lookup } => return upstream_status(&error, Some(&lookup)),
         SendError::StateUnavailable(_) => {
             details.set_retry_info(Some(Duration::from_secs(1)));
             (

@@ -23,8 +23,7 @@ use crate::convert::limits::{
     self, APP_ID_CHARS, Layout, MAX_FLOW_NODES, VERIFICATION_ID_CHARS, has_forbidden_char,
     is_token_id,
 };
-use crate::convert::{apps, flows, records, templates, verifications};
-use crate::error::ServiceError;
+use crate::convert::{InvalidRequest, apps, flows, records, templates, verifications};
 use crate::phone::PhoneRules;
 use crate::proto::v1 as pb;
 use crate::upstream::client::decode;
@@ -80,12 +79,14 @@ pub fn request_validation(bytes: &[u8]) {
             numeric(&r.flow_id)
         }),
         9 => body(message, |r| {
-            verifications::send_request(r, &PHONES).map(|(body, _)| body)
+            verifications::send_request(r, &PHONES).map(|checked| checked.body)
         }),
         10 => body(message, |r| {
-            verifications::send_custom_code_request(r, &PHONES).map(|(body, _)| body)
+            verifications::send_custom_code_request(r, &PHONES).map(|checked| checked.body)
         }),
-        11 => body(message, verifications::resend_request),
+        11 => body(message, |r| {
+            verifications::resend_request(r).map(|(body, _)| body)
+        }),
         12 => body(message, verifications::check_request),
         13 => body(message, |r| verifications::conversion_request(r, &PHONES)),
         14 => body(message, verifications::conversion_rate_request),
@@ -129,7 +130,7 @@ pub fn grpc_timeout(text: &str) {
 }
 
 /// A request whose accepted form is a JSON body.
-fn body<M, B>(bytes: &[u8], convert: impl FnOnce(&M) -> Result<B, ServiceError>)
+fn body<M, B>(bytes: &[u8], convert: impl FnOnce(&M) -> Result<B, InvalidRequest>)
 where
     M: Message + Default,
     B: Serialize,
@@ -149,7 +150,7 @@ where
 /// A request whose accepted form is an id put in a URL path.
 fn path<M: Message + Default>(
     bytes: &[u8],
-    convert: impl FnOnce(&M) -> Result<(), ServiceError>,
+    convert: impl FnOnce(&M) -> Result<(), InvalidRequest>,
     id_is_valid: impl FnOnce(&M) -> bool,
 ) {
     let Ok(request) = M::decode(bytes) else {
@@ -226,10 +227,7 @@ fn assert_clean_json(key: &str, value: &Value) {
 }
 
 /// A refusal is INVALID_ARGUMENT with at least one violation and one per field.
-fn assert_each_field_once(error: ServiceError) {
-    let ServiceError::InvalidArgument(violations) = error else {
-        panic!("validation fails only with InvalidArgument: {error:?}");
-    };
+fn assert_each_field_once(InvalidRequest(violations): InvalidRequest) {
     assert!(!violations.is_empty());
     let mut seen = HashSet::new();
     for violation in &violations {

@@ -30,7 +30,6 @@ use crate::{
     auth::{self, AuthLayer},
     config::{Mode, ServeConfig, UpstreamTarget},
     guard::Guard,
-    idempotency::Sends,
     proto::{
         self,
         v1::{
@@ -41,6 +40,7 @@ use crate::{
         },
     },
     sandbox::{Sandbox, SandboxConfig},
+    send::SendPipeline,
     service::{
         apps::AppApi, flows::FlowApi, records::RecordApi, templates::TemplateApi,
         verifications::VerificationApi,
@@ -161,7 +161,8 @@ pub async fn serve(
     };
     let (upstream, sandbox) = connect_upstream(&config, &after_drain).await?;
     let store = store::open(&config.store)?;
-    let sends = Sends::new(store.clone(), config.upstream_timeout);
+    let guard = Guard::new(config.guard.clone(), store.clone());
+    let sends = SendPipeline::new(store.clone(), guard.clone(), config.upstream_timeout);
     let security = &config.security;
     let accounts = Accounts::new(upstream);
     let access = auth::start(
@@ -217,7 +218,7 @@ pub async fn serve(
             VerificationServiceServer::new(VerificationApi::new(
                 accounts.clone(),
                 sends,
-                Guard::new(config.guard.clone(), store.clone()),
+                guard,
                 config.phones,
             ))
             .max_decoding_message_size(max_message),

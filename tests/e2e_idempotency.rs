@@ -12,13 +12,13 @@ use itnio_otp_grpc::{
     accounts::Accounts,
     caller::Caller,
     guard::{Guard, Policy},
-    idempotency::Sends,
     proto::v1::{
         self as pb, record_service_client::RecordServiceClient,
         verification_service_client::VerificationServiceClient,
         verification_service_server::VerificationService,
     },
     sandbox::Sandbox,
+    send::SendPipeline,
     service::verifications::VerificationApi,
     store::{MemoryStore, SharedStore},
     upstream::{UpstreamClient, UpstreamConfig},
@@ -415,10 +415,11 @@ async fn a_caller_over_its_send_rate_is_refused_with_quota_failure() {
     .await;
     let (app_id, template_id) = app_and_template(&common::connect(addr).await).await;
     let store: SharedStore = Arc::new(MemoryStore::default());
+    let guard = Guard::new(Policy::default(), store.clone());
     let api = VerificationApi::new(
         Accounts::new(upstream),
-        Sends::new(store.clone(), Duration::from_secs(5)),
-        Guard::new(Policy::default(), store),
+        SendPipeline::new(store, guard.clone(), Duration::from_secs(5)),
+        guard,
         common::upstream_config("").phones,
     );
     let limited = Caller::new("checkout", "default").with_sends_per_minute(NonZeroU32::MIN);

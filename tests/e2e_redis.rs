@@ -14,13 +14,12 @@ use faults::{
 };
 use itnio_otp_grpc::{
     caller::Caller,
-    error::{SendError, ServiceError},
     proto::v1::{
         self as pb, record_service_client::RecordServiceClient,
         verification_service_client::VerificationServiceClient,
     },
-    quota::SendQuota,
-    store::{Key, MemoryStore, Put, RedisStore, SharedStore, Store},
+    send::{SendError, quota},
+    store::{Batch, Key, MemoryStore, Put, RedisStore, SharedStore, Store},
 };
 use tonic::{Code, Request, Status, transport::Channel};
 use tonic_types::StatusExt;
@@ -234,21 +233,30 @@ async fn with_redis_killed_sends_fail_closed_and_reads_keep_working() {
 #[tokio::test]
 async fn a_caller_quota_is_shared_by_replicas() {
     let redis = RedisServer::start().await;
-    let replicas = [
-        SendQuota::new(Arc::new(RedisStore::connect(&redis.url()).expect("store"))),
-        SendQuota::new(Arc::new(RedisStore::connect(&redis.url()).expect("store"))),
+    let replicas: [SharedStore; 2] = [
+        Arc::new(RedisStore::connect(&redis.url()).expect("store")),
+        Arc::new(RedisStore::connect(&redis.url()).expect("store")),
     ];
     let caller = Caller::new("checkout", "default")
         .with_sends_per_minute(NonZeroU32::new(3).expect("non-zero"));
+    // The quota's count, as a send's admission batch runs it.
+    let admit = |store: &SharedStore| {
+        let (store, caller) = (store.clone(), caller.clone());
+        async move {
+            let batch = Batch {
+                ops: vec![quota::count(&caller)],
+                release: None,
+            };
+            let replies = store.run(&batch).await?;
+            quota::read(&caller, replies.replies.first())
+        }
+    };
     for i in 0..3 {
-        replicas[i % 2]
-            .admit(&caller)
-            .await
-            .expect("within the limit");
+        admit(&replicas[i % 2]).await.expect("within the limit");
     }
-    for quota in &replicas {
-        match quota.admit(&caller).await {
-            Err(ServiceError::Send(SendError::CallerRateExceeded { retry_after, .. })) => {
+    for store in &replicas {
+        match admit(store).await {
+            Err(SendError::CallerRateExceeded { retry_after, .. }) => {
                 assert!(retry_after > Duration::ZERO && retry_after <= Duration::from_secs(60));
             }
             other => panic!("expected the shared limit, got {other:?}"),

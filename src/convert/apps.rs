@@ -1,18 +1,17 @@
 //! Applications: `CreateApp`/`UpdateApp` requests to `/app/*` bodies, and the app reply back.
 
 use crate::{
-    error::ServiceError,
     proto::v1::{self as pb, LimitUnit},
     upstream as wire,
 };
 
-use super::{Violations, limits::NAME_CHARS, timestamp_from_wire};
+use super::{InvalidRequest, Violations, limits::NAME_CHARS, timestamp_from_wire};
 
 /// The documented `limit` ceiling: 10 billion ("1-100亿").
 const MAX_LIMIT: i64 = 10_000_000_000;
 
 /// Checks a `CreateApp` request and builds the `/app/add` body.
-pub fn create_request(req: &pb::CreateAppRequest) -> Result<wire::AppRequest, ServiceError> {
+pub fn create_request(req: &pb::CreateAppRequest) -> Result<wire::AppRequest, InvalidRequest> {
     let mut v = Violations::default();
     let body = app_body(
         &mut v,
@@ -25,7 +24,7 @@ pub fn create_request(req: &pb::CreateAppRequest) -> Result<wire::AppRequest, Se
 }
 
 /// Checks an `UpdateApp` request and builds the `/app/update/{appId}` body.
-pub fn update_request(req: &pb::UpdateAppRequest) -> Result<wire::AppRequest, ServiceError> {
+pub fn update_request(req: &pb::UpdateAppRequest) -> Result<wire::AppRequest, InvalidRequest> {
     let mut v = Violations::default();
     v.app_id("app_id", &req.app_id);
     let body = app_body(
@@ -39,7 +38,7 @@ pub fn update_request(req: &pb::UpdateAppRequest) -> Result<wire::AppRequest, Se
 }
 
 /// Checks a `GetApp` request.
-pub fn get_request(req: &pb::GetAppRequest) -> Result<(), ServiceError> {
+pub fn get_request(req: &pb::GetAppRequest) -> Result<(), InvalidRequest> {
     let mut v = Violations::default();
     v.app_id("app_id", &req.app_id);
     v.finish(())

@@ -1,25 +1,24 @@
 //! Task flows: `CreateFlow`/`UpdateFlow` requests to `/flow/*` bodies, and back.
 
 use crate::{
-    error::ServiceError,
     proto::v1::{self as pb, Channel, FlowTrigger},
     upstream as wire,
 };
 
 use super::{
-    Violations, channel_from_wire,
+    InvalidRequest, Violations, channel_from_wire,
     limits::{MAX_FLOW_NODES, NAME_CHARS},
 };
 
 /// Checks a `CreateFlow` request and builds the `/flow/add` body.
-pub fn create_request(req: &pb::CreateFlowRequest) -> Result<wire::FlowRequest, ServiceError> {
+pub fn create_request(req: &pb::CreateFlowRequest) -> Result<wire::FlowRequest, InvalidRequest> {
     let mut v = Violations::default();
     let body = flow_body(&mut v, None, &req.name, &req.nodes);
     v.finish(body)
 }
 
 /// Checks an `UpdateFlow` request and builds the `/flow/update/{flowId}` body.
-pub fn update_request(req: &pb::UpdateFlowRequest) -> Result<wire::FlowRequest, ServiceError> {
+pub fn update_request(req: &pb::UpdateFlowRequest) -> Result<wire::FlowRequest, InvalidRequest> {
     let mut v = Violations::default();
     v.numeric_id("flow_id", &req.flow_id);
     let body = flow_body(&mut v, Some(req.flow_id.clone()), &req.name, &req.nodes);
@@ -27,7 +26,7 @@ pub fn update_request(req: &pb::UpdateFlowRequest) -> Result<wire::FlowRequest, 
 }
 
 /// Checks a `GetFlow` request.
-pub fn get_request(req: &pb::GetFlowRequest) -> Result<(), ServiceError> {
+pub fn get_request(req: &pb::GetFlowRequest) -> Result<(), InvalidRequest> {
     let mut v = Violations::default();
     v.numeric_id("flow_id", &req.flow_id);
     v.finish(())

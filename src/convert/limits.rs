@@ -235,7 +235,7 @@ mod tests {
         let description = |value: &str, layout| {
             let mut v = Violations::default();
             v.text_in("f", value, 1..=64, layout);
-            let Err(crate::error::ServiceError::InvalidArgument(list)) = v.finish(()) else {
+            let Err(super::super::InvalidRequest(list)) = v.finish(()) else {
                 panic!("expected a violation");
             };
             list[0].description.clone()
@@ -292,7 +292,7 @@ mod tests {
         assert_eq!(violated(|v| v.app_id("app_id", "")), ["app_id"]);
         let mut v = Violations::default();
         v.app_id("app_id", "");
-        let Err(crate::error::ServiceError::InvalidArgument(list)) = v.finish(()) else {
+        let Err(super::super::InvalidRequest(list)) = v.finish(()) else {
             panic!("expected a violation");
         };
         assert_eq!(list[0].description, "is required");

@@ -1,7 +1,8 @@
 //! Proto ⇄ upstream wire conversion, with validation of every documented constraint.
 //!
 //! Each `*_request` function checks a whole gRPC request and either returns the wire request or
-//! every bad field at once (as [`ServiceError::InvalidArgument`]), so nothing invalid reaches
+//! every bad field at once (as [`InvalidRequest`], which `crate::error` maps to INVALID_ARGUMENT
+//! with a `BadRequest` field violation each), so nothing invalid reaches
 //! ITNIO. Each `*_from_wire` function turns a leniently decoded upstream reply into proto.
 //! Descriptions say what the constraint is and never echo the value (it may be a phone number
 //! or a code).
@@ -20,11 +21,24 @@ use prost_types::Timestamp;
 
 use self::limits::Layout;
 use crate::{
-    error::{FieldViolation, ServiceError},
     idempotency::RequestId,
     phone::{Destination, PhoneRules},
     proto::v1::Channel,
 };
+
+/// One invalid request field, named by its proto path (e.g. `nodes[0].channel`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    /// Proto field path.
+    pub field: String,
+    /// What is wrong, for humans; never echoes the value.
+    pub description: String,
+}
+
+/// A request that broke documented constraints, with every bad field; nothing was called.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid request: {} field(s)", .0.len())]
+pub struct InvalidRequest(pub Vec<FieldViolation>);
 
 /// Collects field violations while a request is checked.
 #[derive(Debug, Default)]
@@ -40,11 +54,11 @@ impl Violations {
     }
 
     /// `Ok(value)` when nothing was recorded, else every violation.
-    pub fn finish<T>(self, value: T) -> Result<T, ServiceError> {
+    pub fn finish<T>(self, value: T) -> Result<T, InvalidRequest> {
         if self.0.is_empty() {
             Ok(value)
         } else {
-            Err(ServiceError::InvalidArgument(self.0))
+            Err(InvalidRequest(self.0))
         }
     }
 
@@ -127,10 +141,11 @@ impl Violations {
     }
 
     /// Checks an optional AIP-155 request id: a UUID, or empty for none.
-    pub fn request_id(&mut self, field: &str, value: &str) {
-        if let Err(description) = RequestId::parse(value) {
+    pub fn request_id(&mut self, field: &str, value: &str) -> Option<RequestId> {
+        RequestId::parse(value).unwrap_or_else(|description| {
             self.add(field, description);
-        }
+            None
+        })
     }
 
     /// Maps a proto channel to the wire name; `allowed` lists what this field takes.
@@ -194,11 +209,8 @@ pub(crate) mod tests {
     use super::*;
 
     /// The violated field names of a validation error, in order.
-    pub(crate) fn fields(err: ServiceError) -> Vec<String> {
-        match err {
-            ServiceError::InvalidArgument(list) => list.into_iter().map(|f| f.field).collect(),
-            other => panic!("expected invalid argument, got {other:?}"),
-        }
+    pub(crate) fn fields(err: InvalidRequest) -> Vec<String> {
+        err.0.into_iter().map(|f| f.field).collect()
     }
 
     #[test]
@@ -274,7 +286,7 @@ pub(crate) mod tests {
         assert!(violated(|v| _ = v.text("name", "", 0..=32)).is_empty());
         let mut v = Violations::default();
         v.text("name", "    ", 4..=32);
-        let Err(ServiceError::InvalidArgument(list)) = v.finish(()) else {
+        let Err(InvalidRequest(list)) = v.finish(()) else {
             panic!("expected a violation");
         };
         assert_eq!(list[0].description, "is required");
@@ -318,7 +330,7 @@ pub(crate) mod tests {
         v.range("code_expiry_minutes", Some(61), 1..=60);
         v.numeric_id("template_id", "x1");
         v.channel("channel", 99, SEND_CHANNELS);
-        let Err(ServiceError::InvalidArgument(list)) = v.finish(()) else {
+        let Err(InvalidRequest(list)) = v.finish(()) else {
             panic!("expected violations");
         };
         let fields: Vec<_> = list.iter().map(|f| f.field.as_str()).collect();

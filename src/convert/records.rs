@@ -3,7 +3,6 @@
 use prost_types::{ListValue, Struct, Value, value::Kind};
 
 use crate::{
-    error::ServiceError,
     proto::v1::watch_record_request::Selector,
     proto::v1::{self as pb, DeliveryStatus},
     upstream as wire,
@@ -11,12 +10,12 @@ use crate::{
 };
 
 use super::{
-    Violations, channel_from_wire, limits::MAX_ORDER_ID_CHARS, timestamp_from_wire,
+    InvalidRequest, Violations, channel_from_wire, limits::MAX_ORDER_ID_CHARS, timestamp_from_wire,
     verifications::match_state_from_wire,
 };
 
 /// Checks a `GetRecord` request.
-pub fn get_request(req: &pb::GetRecordRequest) -> Result<(), ServiceError> {
+pub fn get_request(req: &pb::GetRecordRequest) -> Result<(), InvalidRequest> {
     let mut v = Violations::default();
     v.verification_id("verification_id", &req.verification_id);
     v.finish(())
@@ -27,7 +26,7 @@ pub fn order_request(
     field_prefix: &str,
     app_id: &str,
     order_id: &str,
-) -> Result<wire::OrderRecordRequest, ServiceError> {
+) -> Result<wire::OrderRecordRequest, InvalidRequest> {
     let mut v = Violations::default();
     v.app_id(&format!("{field_prefix}app_id"), app_id);
     v.text(
@@ -42,7 +41,7 @@ pub fn order_request(
 }
 
 /// Checks a `WatchRecord` request and names the record to follow.
-pub fn watch_key(req: &pb::WatchRecordRequest) -> Result<WatchKey, ServiceError> {
+pub fn watch_key(req: &pb::WatchRecordRequest) -> Result<WatchKey, InvalidRequest> {
     match &req.selector {
         Some(Selector::VerificationId(id)) => {
             let mut v = Violations::default();

@@ -1,13 +1,12 @@
 //! Templates: `CreateTemplate`/`UpdateTemplate` requests to `/template/*` bodies, and back.
 
 use crate::{
-    error::ServiceError,
     proto::v1::{self as pb, CodeType, Language},
     upstream as wire,
 };
 
 use super::{
-    Violations,
+    InvalidRequest, Violations,
     limits::{Layout, MAX_SENDER_ID_CHARS, NAME_CHARS, TEMPLATE_TEXT_CHARS},
     non_empty,
 };
@@ -48,7 +47,7 @@ macro_rules! template_fields {
 /// Checks a `CreateTemplate` request and builds the `/template/add` body.
 pub fn create_request(
     req: &pb::CreateTemplateRequest,
-) -> Result<wire::TemplateRequest, ServiceError> {
+) -> Result<wire::TemplateRequest, InvalidRequest> {
     let mut v = Violations::default();
     v.app_id("app_id", &req.app_id);
     let mut body = template_body(&mut v, template_fields!(req));
@@ -59,7 +58,7 @@ pub fn create_request(
 /// Checks an `UpdateTemplate` request and builds the `/template/update/{templateId}` body.
 pub fn update_request(
     req: &pb::UpdateTemplateRequest,
-) -> Result<wire::TemplateRequest, ServiceError> {
+) -> Result<wire::TemplateRequest, InvalidRequest> {
     let mut v = Violations::default();
     v.numeric_id("template_id", &req.template_id);
     let mut body = template_body(&mut v, template_fields!(req));
@@ -68,7 +67,7 @@ pub fn update_request(
 }
 
 /// Checks a `GetTemplate` request.
-pub fn get_request(req: &pb::GetTemplateRequest) -> Result<(), ServiceError> {
+pub fn get_request(req: &pb::GetTemplateRequest) -> Result<(), InvalidRequest> {
     let mut v = Violations::default();
     v.numeric_id("template_id", &req.template_id);
     v.finish(())

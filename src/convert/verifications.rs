@@ -4,14 +4,14 @@
 use chrono::Utc;
 
 use crate::{
-    error::{FieldViolation, ServiceError},
+    idempotency::RequestId,
     phone::{Destination, PhoneRules},
     proto::v1::{self as pb, MatchState},
     upstream as wire,
 };
 
 use super::{
-    SEND_CHANNELS, Violations, channel_from_wire,
+    FieldViolation, InvalidRequest, SEND_CHANNELS, Violations, channel_from_wire,
     limits::{CHECK_CODE_CHARS, CUSTOM_CODE_CHARS, MAX_COUNT},
 };
 
@@ -49,33 +49,42 @@ macro_rules! send_body {
             channel: $v.channel("channel", $req.channel, SEND_CHANNELS),
             order_id: $v.order_id("order_id", &$req.order_id),
         };
-        $v.request_id("request_id", &$req.request_id);
         body
     }};
 }
 
-/// A checked send: the body for ITNIO and where it goes, for the send guard.
-pub type CheckedSend = (wire::SendRequest, Destination);
+/// A checked send: the body for ITNIO, where it goes (for the send guard), and the caller's
+/// request id, parsed once here.
+#[derive(Debug)]
+pub struct CheckedSend {
+    /// The ITNIO body.
+    pub body: wire::SendRequest,
+    /// The parsed number.
+    pub destination: Destination,
+    /// The AIP-155 request id, if the caller gave one.
+    pub request_id: Option<RequestId>,
+}
 
 /// Checks a `SendVerification` request and builds the `/verification/send` body.
 pub fn send_request(
     req: &pb::SendVerificationRequest,
     phones: &PhoneRules,
-) -> Result<CheckedSend, ServiceError> {
+) -> Result<CheckedSend, InvalidRequest> {
     let mut v = Violations::default();
     let destination;
     let body = send_body!(v, req, phones, destination,
         template_id: v.numeric_id("template_id", &req.template_id),
         code: None,
     );
-    checked_send(v, body, destination)
+    let request_id = v.request_id("request_id", &req.request_id);
+    checked_send(v, body, destination, request_id)
 }
 
 /// Checks a `SendCustomCode` request and builds the `/verification/sendRule` body.
 pub fn send_custom_code_request(
     req: &pb::SendCustomCodeRequest,
     phones: &PhoneRules,
-) -> Result<CheckedSend, ServiceError> {
+) -> Result<CheckedSend, InvalidRequest> {
     let mut v = Violations::default();
     let destination;
     let body = send_body!(v, req, phones, destination,
@@ -85,7 +94,8 @@ pub fn send_custom_code_request(
             Some(req.code.clone())
         },
     );
-    checked_send(v, body, destination)
+    let request_id = v.request_id("request_id", &req.request_id);
+    checked_send(v, body, destination, request_id)
 }
 
 /// The body and its destination once every field passed (a valid send always has a number).
@@ -93,38 +103,44 @@ fn checked_send(
     v: Violations,
     body: wire::SendRequest,
     destination: Option<Destination>,
-) -> Result<CheckedSend, ServiceError> {
+    request_id: Option<RequestId>,
+) -> Result<CheckedSend, InvalidRequest> {
     let body = v.finish(body)?;
     // `phone` records a violation whenever it returns no destination for a required number, so
     // this is never `None` here; were it, the number is what is missing.
     destination
-        .map(|destination| (body, destination))
+        .map(|destination| CheckedSend {
+            body,
+            destination,
+            request_id,
+        })
         .ok_or_else(|| {
-            ServiceError::InvalidArgument(vec![FieldViolation {
+            InvalidRequest(vec![FieldViolation {
                 field: "phone_number".into(),
                 description: "is required".into(),
             }])
         })
 }
 
-/// Checks a `ResendVerification` request and builds the `/verification/resend` body.
+/// Checks a `ResendVerification` request and builds the `/verification/resend` body; the
+/// request id comes parsed beside it.
 pub fn resend_request(
     req: &pb::ResendVerificationRequest,
-) -> Result<wire::ResendRequest, ServiceError> {
+) -> Result<(wire::ResendRequest, Option<RequestId>), InvalidRequest> {
     let mut v = Violations::default();
     v.verification_id("verification_id", &req.verification_id);
     let body = wire::ResendRequest {
         verification_id: req.verification_id.clone(),
         channel: v.channel("channel", req.channel, SEND_CHANNELS),
     };
-    v.request_id("request_id", &req.request_id);
-    v.finish(body)
+    let request_id = v.request_id("request_id", &req.request_id);
+    v.finish((body, request_id))
 }
 
 /// Checks a `CheckVerification` request and builds the `/verification/verify` body.
 pub fn check_request(
     req: &pb::CheckVerificationRequest,
-) -> Result<wire::CheckRequest, ServiceError> {
+) -> Result<wire::CheckRequest, InvalidRequest> {
     let mut v = Violations::default();
     v.verification_id("verification_id", &req.verification_id);
     v.text("code", &req.code, CHECK_CODE_CHARS);
@@ -138,7 +154,7 @@ pub fn check_request(
 pub fn conversion_request(
     req: &pb::ReportConversionRequest,
     phones: &PhoneRules,
-) -> Result<wire::ConversionReport, ServiceError> {
+) -> Result<wire::ConversionReport, InvalidRequest> {
     let mut v = Violations::default();
     v.app_id("app_id", &req.app_id);
     v.verification_id("verification_id", &req.verification_id);
@@ -159,7 +175,7 @@ pub fn conversion_request(
 /// Checks a `ReportConversionRate` request and builds the `/backfillRate` body.
 pub fn conversion_rate_request(
     req: &pb::ReportConversionRateRequest,
-) -> Result<wire::ConversionRateReport, ServiceError> {
+) -> Result<wire::ConversionRateReport, InvalidRequest> {
     let mut v = Violations::default();
     v.app_id("app_id", &req.app_id);
     let mcc = &req.mcc;
@@ -281,7 +297,18 @@ mod tests {
             phone_number: "+91 98563-21412".into(),
             ..Default::default()
         };
-        let (body, destination) = send_request(&request, &E164).expect("valid");
+        let CheckedSend {
+            body,
+            destination,
+            request_id,
+        } = send_request(&request, &E164).expect("valid");
+        assert_eq!(request_id, None);
+        let with_id = pb::SendVerificationRequest {
+            request_id: "123e4567-e89b-12d3-a456-426614174000".into(),
+            ..request.clone()
+        };
+        let parsed = send_request(&with_id, &E164).expect("valid").request_id;
+        assert_eq!(parsed.expect("parsed").as_str(), with_id.request_id);
         assert_eq!(body.to, "919856321412");
         assert_eq!(destination.digits, body.to);
         assert_eq!(destination.country.as_str(), "IN");
@@ -343,7 +370,7 @@ mod tests {
             &E164,
         )
         .expect("valid")
-        .0;
+        .body;
         assert_eq!(
             body,
             wire::SendRequest {
@@ -366,7 +393,7 @@ mod tests {
             &E164,
         )
         .expect("the template is optional")
-        .0;
+        .body;
         assert_eq!(no_template.template_id, None);
         let err = send_custom_code_request(
             &pb::SendCustomCodeRequest {
@@ -467,10 +494,10 @@ mod tests {
 
     #[test]
     fn resend_keeps_the_id_and_may_switch_channel() {
-        let body = resend_request(&pb::ResendVerificationRequest {
+        let (body, request_id) = resend_request(&pb::ResendVerificationRequest {
             verification_id: "22206051443051000003".into(),
             channel: pb::Channel::Call as i32,
-            ..Default::default()
+            request_id: "123E4567-E89B-12D3-A456-426614174000".into(),
         })
         .expect("valid");
         assert_eq!(
@@ -479,6 +506,11 @@ mod tests {
                 verification_id: "22206051443051000003".into(),
                 channel: Some("call".into()),
             }
+        );
+        // The request id is parsed once, here, and comes back in canonical form.
+        assert_eq!(
+            request_id.map(|id| id.to_string()).as_deref(),
+            Some("123e4567-e89b-12d3-a456-426614174000")
         );
         let err = resend_request(&pb::ResendVerificationRequest {
             verification_id: " ".into(),
@@ -533,13 +565,10 @@ mod tests {
                 rules,
             )
         };
-        let description = |err: ServiceError| match err {
-            ServiceError::InvalidArgument(list) => {
-                assert_eq!(list.len(), 1);
-                assert_eq!(list[0].field, "phone_number");
-                list[0].description.clone()
-            }
-            other => panic!("expected invalid argument, got {other:?}"),
+        let description = |InvalidRequest(list): InvalidRequest| {
+            assert_eq!(list.len(), 1);
+            assert_eq!(list[0].field, "phone_number");
+            list[0].description.clone()
         };
         let local = description(send("(555) 123-4567", &E164).expect_err("no country code"));
         assert!(local.contains("E.164"), "{local}");
@@ -551,7 +580,9 @@ mod tests {
             default_region: None,
             test_numbers: true,
         };
-        let (body, destination) = send("+999 00 1234 5678", &sandbox).expect("test number");
+        let CheckedSend {
+            body, destination, ..
+        } = send("+999 00 1234 5678", &sandbox).expect("test number");
         assert_eq!(body.to, "9990012345678");
         assert_eq!(destination.country, crate::phone::TEST_COUNTRY);
         let report = conversion_request(

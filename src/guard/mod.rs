@@ -13,6 +13,13 @@
 //! `itnio_guard_refusals_total{reason, country}` and logged with the country and number type,
 //! never the number; in dry-run it is only logged and counted, and the send goes ahead.
 //!
+//! Sends are decided inside the send pipeline's one admission round trip: the guard says which
+//! store operations a send needs ([`Guard::check_send`], [`Guard::check_resend`]), the pipeline
+//! runs them in one [`Batch`](crate::store::Batch) with its own, and the guard reads the replies
+//! ([`Guard::decide_send`], [`Guard::decide_resend`]); what it keeps of a sent verification
+//! comes back as [`Write`]s for the pipeline's one settling round trip. Checks use the store
+//! directly ([`Guard::admit_check`], [`Guard::checked`]).
+//!
 //! Store keys (`itnio-otp:guard:…`) hold a hash of the number, never the number itself.
 
 pub mod policy;
@@ -26,16 +33,15 @@ use tracing::{info, warn};
 
 use crate::{
     caller::Caller,
-    error::ServiceError,
     phone::{Country, Destination, NON_GEOGRAPHIC, NumberType},
-    store::{Key, Put, SharedStore},
+    store::{Key, Op, Reply, SharedStore, StoreError, Write},
     telemetry::metrics,
     upstream::sign::lower_hex,
 };
 pub use policy::{Policy, PolicyError, Rules};
-pub use records::PendingSend;
-use records::{PendingRecord, VerificationRecord};
-use window::WallClock;
+use records::PendingRecord;
+pub use records::{PendingSend, VerificationRecord};
+use window::{Counter, WallClock};
 
 /// How long a verification's record (for resends and checks) is kept.
 const VERIFICATION_TTL: Duration = Duration::from_secs(24 * 60 * 60);
@@ -86,6 +92,17 @@ impl GuardRefusal {
     }
 }
 
+/// Why the guard did not admit a check.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GuardError {
+    /// A rule refused it.
+    #[error(transparent)]
+    Refused(#[from] GuardRefusal),
+    /// The store could not count it: checks fail closed like sends.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// One send as the guard sees it.
 #[derive(Debug, Clone)]
 pub struct SendTarget {
@@ -101,15 +118,65 @@ pub struct SendTarget {
     pub replace_pending: bool,
 }
 
+/// A SendVerification or SendCustomCode as the guard will decide it: the store operations of
+/// its admission ([`SendCheck::ops`]) and what [`Guard::decide_send`] needs to read them.
+#[derive(Debug)]
+pub struct SendCheck {
+    target: SendTarget,
+    rules: Rules,
+    /// [`number_hash`] of the destination, computed once per send.
+    number: String,
+    /// A destination rule broke; decided without the store, reported after the caller's quota.
+    destination: Option<GuardRefusal>,
+    /// The pending verification to look for, if the rules keep one.
+    pending: Option<Key>,
+    /// The velocity limits, narrowest first.
+    limits: Vec<Velocity>,
+    /// The policy is in dry-run: nothing refuses, the batch only stops where a limit is over.
+    dry_run: bool,
+}
+
+/// One velocity limit of a send: its counter and how to describe a refusal.
+#[derive(Debug)]
+struct Velocity {
+    scope: &'static str,
+    sends: u32,
+    window: Duration,
+    counter: Counter,
+    op: Op,
+}
+
+impl SendCheck {
+    /// The operations to run, in order, after the caller's quota in the send's admission batch.
+    pub fn ops(&self) -> Vec<Op> {
+        if self.destination.is_some() && self.enforced() {
+            return vec![Op::Refuse];
+        }
+        let pending = self.pending.iter().map(|key| Op::Read {
+            key: key.clone(),
+            stop_if_found: self.enforced(),
+        });
+        let limits = self.limits.iter().map(|limit| limit.op.clone());
+        pending.chain(limits).collect()
+    }
+
+    fn enforced(&self) -> bool {
+        !self.dry_run
+    }
+}
+
 /// What the guard decided for a send.
 // Built once per send and matched at once: boxing the permit would only add an allocation.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
-pub enum Admission {
-    /// Send, then report with [`Guard::sent`].
+pub enum SendDecision {
+    /// Send, then record it with [`Guard::sent`].
     Send(Permit),
     /// Do not send: this verification is pending for the same number and app.
     Pending(PendingSend),
+    /// A verification is pending for another code: count the velocity limits in one more batch
+    /// ([`SendCheck::ops`] of this check), then decide again.
+    Count(SendCheck),
 }
 
 /// A send the guard let through, to be recorded once ITNIO answered.
@@ -117,8 +184,22 @@ pub enum Admission {
 pub struct Permit {
     target: SendTarget,
     rules: Rules,
-    /// [`number_hash`] of the destination, computed once per send.
     number: String,
+}
+
+/// A ResendVerification of a verification the guard knows: its velocity limits to count.
+#[derive(Debug)]
+pub struct ResendCheck {
+    record: VerificationRecord,
+    rules: Rules,
+    limits: Vec<Velocity>,
+}
+
+impl ResendCheck {
+    /// The operations that count the resend against the original's limits.
+    pub fn ops(&self) -> Vec<Op> {
+        self.limits.iter().map(|limit| limit.op.clone()).collect()
+    }
 }
 
 /// A check the guard let through.
@@ -150,51 +231,83 @@ impl Guard {
         }
     }
 
-    /// Decides a SendVerification or SendCustomCode; refuses with [`GuardRefusal`] (or
-    /// UNAVAILABLE when the store cannot count: sends fail closed).
-    pub async fn admit_send(&self, target: SendTarget) -> Result<Admission, ServiceError> {
+    /// Plans a SendVerification or SendCustomCode: the destination rules are decided here (they
+    /// need no store), the pending lookup and the velocity counters go into the admission batch.
+    pub fn check_send(&self, target: SendTarget) -> SendCheck {
         let rules = self.policy.rules(&target.app_id, target.caller.name());
-        let destination = &target.destination;
-        if let Some(refusal) = destination_refusal(&rules, destination) {
-            self.refuse(refusal, destination.country, destination.number_type)?;
+        let destination = destination_refusal(&rules, &target.destination);
+        let number = number_hash(&target.destination.digits);
+        let pending = (rules.one_pending && !target.replace_pending)
+            .then(|| pending_key(&target.app_id, &number));
+        let counted = Counted {
+            app_id: &target.app_id,
+            number: &number,
+            prefix: &prefix(&target.destination.digits, rules.prefix_digits),
+            country: target.destination.country,
+        };
+        let limits = self.velocity(&rules, &counted);
+        SendCheck {
+            target,
+            rules,
+            number,
+            destination,
+            pending,
+            limits,
+            dry_run: self.dry_run(),
         }
-        let number = number_hash(&destination.digits);
-        if rules.one_pending && !target.replace_pending {
-            let key = pending_key(&target.app_id, &number);
-            let pending = self.store.get(&key).await?;
-            if let Some(pending) = pending.and_then(|bytes| PendingRecord::decode(&bytes)) {
-                if pending.same_code(target.custom_code.as_deref()) {
-                    metrics::guard_pending_returned(destination.country.as_str(), self.dry_run());
+    }
+
+    /// Reads the replies of a [`SendCheck`]'s operations (those that ran: the batch stops at a
+    /// refusal or at the pending verification).
+    pub fn decide_send(
+        &self,
+        mut check: SendCheck,
+        replies: &[Reply],
+    ) -> Result<SendDecision, GuardRefusal> {
+        let (country, number_type) = (
+            check.target.destination.country,
+            check.target.destination.number_type,
+        );
+        if let Some(refusal) = check.destination.take() {
+            self.refuse(refusal, country, number_type)?;
+        }
+        let mut replies = replies.iter();
+        if check.pending.take().is_some() {
+            let found = match replies.next() {
+                Some(Reply::Read(Some(bytes))) => PendingRecord::decode(bytes),
+                _ => None,
+            };
+            match found {
+                Some(pending) if pending.same_code(check.target.custom_code.as_deref()) => {
+                    metrics::guard_pending_returned(country.as_str(), self.dry_run());
                     info!(
-                        country = %destination.country,
-                        number_type = destination.number_type.as_str(),
+                        country = %country,
+                        number_type = number_type.as_str(),
                         dry_run = self.dry_run(),
                         "send guard: a verification is pending for this number and app"
                     );
                     if !self.dry_run() {
-                        return Ok(Admission::Pending(pending.send));
+                        return Ok(SendDecision::Pending(pending.send));
                     }
                 }
+                // Another code's (or an unreadable) record stopped the batch before the limits.
+                _ if replies.len() == 0 && !check.limits.is_empty() => {
+                    return Ok(SendDecision::Count(check));
+                }
+                _ => {}
             }
         }
-        let counts = Counted {
-            app_id: &target.app_id,
-            number,
-            prefix: prefix(&destination.digits, rules.prefix_digits),
-            country: destination.country,
-        };
-        self.count(&rules, &counts, destination.number_type).await?;
-        let number = counts.number;
-        Ok(Admission::Send(Permit {
-            target,
-            rules,
-            number,
+        self.read_velocity(&check.limits, replies, country, number_type)?;
+        Ok(SendDecision::Send(Permit {
+            target: check.target,
+            rules: check.rules,
+            number: check.number,
         }))
     }
 
-    /// Records a send ITNIO accepted: the pending verification and what resends and checks need.
-    /// A store failure here is logged, not returned: the code is already on its way.
-    pub async fn sent(&self, permit: Permit, send: PendingSend) {
+    /// What to keep of a send ITNIO accepted: the pending verification and what resends and
+    /// checks need. Written in the send's settling round trip.
+    pub fn sent(&self, permit: Permit, send: PendingSend) -> Vec<Write> {
         let Permit {
             target,
             rules,
@@ -211,40 +324,66 @@ impl Guard {
         };
         let verification_id = send.verification_id.clone();
         let pending = PendingRecord::new(send, target.custom_code.as_deref());
-        self.remember(&verification_id, &record, pending, rules.pending_ttl)
-            .await;
+        remember(&verification_id, &record, &pending, rules.pending_ttl)
     }
 
-    /// Decides a ResendVerification of `verification_id`: counted against the original's
-    /// number, prefix and country. A verification the guard never saw (sent before it ran, or
-    /// a day ago) is let through uncounted: ITNIO refuses resends of expired verifications.
-    pub async fn admit_resend(
-        &self,
-        verification_id: &str,
-        caller: &Caller,
-    ) -> Result<Option<VerificationRecord>, ServiceError> {
-        let Some(record) = self.record(verification_id).await? else {
-            return Ok(None);
+    /// The read that finds a resent verification's record, for the resend's admission batch.
+    pub fn resend_lookup(&self, verification_id: &str) -> Op {
+        Op::Read {
+            key: verification_key(verification_id),
+            stop_if_found: false,
+        }
+    }
+
+    /// Plans a ResendVerification from what [`Guard::resend_lookup`] found: counted against the
+    /// original's number, prefix and country. A verification the guard never saw (sent before
+    /// it ran, or a day ago) is let through uncounted (`None`): ITNIO refuses resends of
+    /// expired verifications.
+    pub fn check_resend(&self, found: &Reply, caller: &Caller) -> Option<ResendCheck> {
+        let Reply::Read(Some(bytes)) = found else {
+            return None;
         };
+        let record = VerificationRecord::decode(bytes)?;
         let rules = self.policy.rules(&record.app_id, caller.name());
-        let counts = Counted {
+        let counted = Counted {
             app_id: &record.app_id,
-            number: record.number.clone(),
-            prefix: record.prefix.clone(),
+            number: &record.number,
+            prefix: &record.prefix,
             country: record.country(),
         };
-        self.count(&rules, &counts, record.number_type).await?;
-        Ok(Some(record))
+        let limits = self.velocity(&rules, &counted);
+        Some(ResendCheck {
+            record,
+            rules,
+            limits,
+        })
     }
 
-    /// Records a resend: the new verification id inherits the original's record and, when the
-    /// original was pending, becomes the pending one.
-    pub async fn resent(&self, record: VerificationRecord, caller: &Caller, send: PendingSend) {
-        let rules = self.policy.rules(&record.app_id, caller.name());
+    /// Reads the replies of a [`ResendCheck`]'s operations.
+    pub fn decide_resend(
+        &self,
+        check: ResendCheck,
+        replies: &[Reply],
+    ) -> Result<ResentFrom, GuardRefusal> {
+        let (country, number_type) = (check.record.country(), check.record.number_type);
+        self.read_velocity(&check.limits, replies.iter(), country, number_type)?;
+        Ok(ResentFrom {
+            record: check.record,
+            rules: check.rules,
+        })
+    }
+
+    /// What to keep of a resend: the new verification id inherits the original's record and,
+    /// when the original was pending, becomes the pending one.
+    pub fn resent(&self, original: ResentFrom, send: PendingSend) -> Vec<Write> {
         let verification_id = send.verification_id.clone();
         let pending = PendingRecord::new(send, None);
-        self.remember(&verification_id, &record, pending, rules.pending_ttl)
-            .await;
+        remember(
+            &verification_id,
+            &original.record,
+            &pending,
+            original.rules.pending_ttl,
+        )
     }
 
     /// Counts one check of `verification_id`; refuses past the cap without calling ITNIO.
@@ -252,7 +391,7 @@ impl Guard {
         &self,
         verification_id: &str,
         caller: &Caller,
-    ) -> Result<CheckTicket, ServiceError> {
+    ) -> Result<CheckTicket, GuardError> {
         let record = self.record(verification_id).await?;
         let app_id = record.as_ref().map_or("", |r| r.app_id.as_str());
         let rules = self.policy.rules(app_id, caller.name());
@@ -302,7 +441,7 @@ impl Guard {
             if still_this {
                 self.store.delete(&key).await?;
             }
-            Ok::<_, crate::store::StoreError>(())
+            Ok::<_, StoreError>(())
         };
         if let Err(error) = result.await {
             warn!(%error, "send guard: could not clear a pending verification");
@@ -313,42 +452,54 @@ impl Guard {
         self.policy.dry_run
     }
 
-    /// Counts the send against every velocity limit, narrowest first; the first one exceeded
-    /// refuses it (wider counters are then left alone, so refused floods do not eat a whole
-    /// country's budget).
-    async fn count(
-        &self,
-        rules: &Rules,
-        counts: &Counted<'_>,
-        number_type: NumberType,
-    ) -> Result<(), ServiceError> {
-        let country = counts.country.as_str();
+    /// The velocity limits a send counts against, narrowest first; the first one exceeded
+    /// stops the batch (wider counters are then left alone, so refused floods do not eat a
+    /// whole country's budget).
+    fn velocity(&self, rules: &Rules, counted: &Counted<'_>) -> Vec<Velocity> {
+        let country = counted.country.as_str();
         let limits = [
-            (
-                "per_number",
-                rules.per_number,
-                ["number", counts.number.as_str()],
-            ),
-            (
-                "per_prefix",
-                rules.per_prefix,
-                ["prefix", counts.prefix.as_str()],
-            ),
+            ("per_number", rules.per_number, ["number", counted.number]),
+            ("per_prefix", rules.per_prefix, ["prefix", counted.prefix]),
             ("per_country", rules.per_country, ["country", country]),
         ];
-        for (scope, limit, [kind, value]) in limits {
-            let Some(limit) = limit else { continue };
-            let key = [kind, counts.app_id, value];
-            let hit = window::hit(&self.store, &self.clock, &key, limit).await?;
-            if let Some(retry_after) = hit.retry_after {
-                let refusal = GuardRefusal::SendRateExceeded {
+        limits
+            .into_iter()
+            .filter_map(|(scope, limit, [kind, value])| {
+                let limit = limit?;
+                let key = [kind, counted.app_id, value];
+                let (op, counter) = Counter::new(&self.clock, &key, limit, !self.dry_run());
+                Some(Velocity {
                     scope,
-                    country: counts.country,
                     sends: limit.sends.get(),
+                    window: limit.window,
+                    counter,
+                    op,
+                })
+            })
+            .collect()
+    }
+
+    /// Reads the velocity counters' replies; the first one over its limit refuses.
+    fn read_velocity<'a>(
+        &self,
+        limits: &[Velocity],
+        replies: impl Iterator<Item = &'a Reply>,
+        country: Country,
+        number_type: NumberType,
+    ) -> Result<(), GuardRefusal> {
+        for (limit, reply) in limits.iter().zip(replies) {
+            let Reply::Slid { current, previous } = reply else {
+                continue;
+            };
+            if let Some(retry_after) = limit.counter.hit(*current, *previous).retry_after {
+                let refusal = GuardRefusal::SendRateExceeded {
+                    scope: limit.scope,
+                    country,
+                    sends: limit.sends,
                     window: limit.window,
                     retry_after,
                 };
-                return self.refuse(refusal, counts.country, number_type);
+                return self.refuse(refusal, country, number_type);
             }
         }
         Ok(())
@@ -360,7 +511,7 @@ impl Guard {
         refusal: GuardRefusal,
         country: Country,
         number_type: NumberType,
-    ) -> Result<(), ServiceError> {
+    ) -> Result<(), GuardRefusal> {
         let dry_run = self.dry_run();
         metrics::guard_refusal(refusal.reason(), country.as_str(), dry_run);
         warn!(
@@ -370,49 +521,53 @@ impl Guard {
             dry_run,
             "send guard refusal"
         );
-        if dry_run { Ok(()) } else { Err(refusal.into()) }
+        if dry_run { Ok(()) } else { Err(refusal) }
     }
 
     async fn record(
         &self,
         verification_id: &str,
-    ) -> Result<Option<VerificationRecord>, ServiceError> {
+    ) -> Result<Option<VerificationRecord>, StoreError> {
         let bytes = self.store.get(&verification_key(verification_id)).await?;
         Ok(bytes.and_then(|bytes| VerificationRecord::decode(&bytes)))
     }
+}
 
-    /// Stores the record of `verification_id` and, when it is pending, the pending send.
-    async fn remember(
-        &self,
-        verification_id: &str,
-        record: &VerificationRecord,
-        pending: PendingRecord,
-        pending_ttl: Duration,
-    ) {
-        let result = async {
-            let key = verification_key(verification_id);
-            self.store
-                .put(&key, &record.encode(), VERIFICATION_TTL, Put::Always)
-                .await?;
-            if record.pending {
-                let key = pending_key(&record.app_id, &record.number);
-                self.store
-                    .put(&key, &pending.encode(), pending_ttl, Put::Always)
-                    .await?;
-            }
-            Ok::<_, crate::store::StoreError>(())
-        };
-        if let Err(error) = result.await {
-            warn!(%error, "send guard: could not record a sent verification");
-        }
+/// The verification a resend was let through for, to be recorded with [`Guard::resent`].
+#[derive(Debug)]
+pub struct ResentFrom {
+    record: VerificationRecord,
+    rules: Rules,
+}
+
+/// The writes that keep the record of `verification_id` and, when it is pending, the pending
+/// send.
+fn remember(
+    verification_id: &str,
+    record: &VerificationRecord,
+    pending: &PendingRecord,
+    pending_ttl: Duration,
+) -> Vec<Write> {
+    let mut writes = vec![Write::Put {
+        key: verification_key(verification_id),
+        value: record.encode(),
+        ttl: VERIFICATION_TTL,
+    }];
+    if record.pending {
+        writes.push(Write::Put {
+            key: pending_key(&record.app_id, &record.number),
+            value: pending.encode(),
+            ttl: pending_ttl,
+        });
     }
+    writes
 }
 
 /// The counters one send touches.
 struct Counted<'a> {
     app_id: &'a str,
-    number: String,
-    prefix: String,
+    number: &'a str,
+    prefix: &'a str,
     country: Country,
 }
 
@@ -468,7 +623,7 @@ mod tests {
     use super::*;
     use crate::{
         phone::PhoneRules,
-        store::{MemoryStore, testing::Down},
+        store::{Batch, MemoryStore, testing::Down},
     };
 
     fn guard(policy: &str) -> Guard {
@@ -498,24 +653,64 @@ mod tests {
         }
     }
 
+    /// Runs `ops` in one batch, as the send pipeline does.
+    async fn run(guard: &Guard, ops: Vec<Op>) -> Result<Vec<Reply>, GuardError> {
+        let batch = Batch { ops, release: None };
+        Ok(guard.store.run(&batch).await?.replies)
+    }
+
+    /// Admits a send the way the send pipeline does: the guard's operations in one batch (one
+    /// more when another code is pending), then its decision.
+    async fn admit_send(guard: &Guard, target: SendTarget) -> Result<SendDecision, GuardError> {
+        let mut check = guard.check_send(target);
+        loop {
+            let replies = run(guard, check.ops()).await?;
+            match guard.decide_send(check, &replies)? {
+                SendDecision::Count(again) => check = again,
+                decided => return Ok(decided),
+            }
+        }
+    }
+
+    /// Admits a resend the way the send pipeline does.
+    async fn admit_resend(
+        guard: &Guard,
+        verification_id: &str,
+        caller: &Caller,
+    ) -> Result<Option<ResentFrom>, GuardError> {
+        let found = run(guard, vec![guard.resend_lookup(verification_id)]).await?;
+        let Some(check) = guard.check_resend(&found[0], caller) else {
+            return Ok(None);
+        };
+        let replies = run(guard, check.ops()).await?;
+        Ok(Some(guard.decide_resend(check, &replies)?))
+    }
+
+    async fn write(guard: &Guard, writes: Vec<Write>) {
+        guard.store.write(&writes).await.unwrap();
+    }
+
     /// Admits a send of `target` and records it as `verification_id`; panics if refused.
     async fn sent(guard: &Guard, target: SendTarget, verification_id: &str) {
-        match guard.admit_send(target).await.unwrap() {
-            Admission::Send(permit) => guard.sent(permit, send(verification_id)).await,
-            Admission::Pending(p) => panic!("expected a send, got pending {}", p.verification_id),
+        match admit_send(guard, target).await.unwrap() {
+            SendDecision::Send(permit) => {
+                write(guard, guard.sent(permit, send(verification_id))).await
+            }
+            other => panic!("expected a send, got {other:?}"),
         }
     }
 
     async fn pending_of(guard: &Guard, target: SendTarget) -> Option<String> {
-        match guard.admit_send(target).await.unwrap() {
-            Admission::Send(_) => None,
-            Admission::Pending(p) => Some(p.verification_id),
+        match admit_send(guard, target).await.unwrap() {
+            SendDecision::Send(_) => None,
+            SendDecision::Pending(p) => Some(p.verification_id),
+            SendDecision::Count(_) => panic!("decided after one more batch"),
         }
     }
 
-    fn refusal(result: Result<impl std::fmt::Debug, ServiceError>) -> GuardRefusal {
+    fn refusal(result: Result<impl std::fmt::Debug, GuardError>) -> GuardRefusal {
         match result {
-            Err(ServiceError::Guard(refusal)) => refusal,
+            Err(GuardError::Refused(refusal)) => refusal,
             other => panic!("expected a guard refusal, got {other:?}"),
         }
     }
@@ -626,19 +821,22 @@ mod tests {
         let guard =
             guard("[defaults]\none_pending = false\nper_number = { sends = 2, window = \"1h\" }\n");
         let caller = Caller::anonymous();
-        assert_eq!(
-            guard.admit_resend("never-seen", &caller).await.unwrap(),
-            None
+        assert!(
+            admit_resend(&guard, "never-seen", &caller)
+                .await
+                .unwrap()
+                .is_none()
         );
         sent(&guard, target("app1", "+44 7400 123456"), "v1").await;
-        let record = guard.admit_resend("v1", &caller).await.unwrap().unwrap();
+        let original = admit_resend(&guard, "v1", &caller).await.unwrap().unwrap();
+        let record = &original.record;
         assert_eq!(
             (record.app_id.as_str(), record.prefix.as_str()),
             ("app1", "4474001")
         );
         assert!(!record.number.contains("7400"), "the number is hashed");
-        guard.resent(record, &caller, send("v2")).await;
-        match refusal(guard.admit_resend("v2", &caller).await) {
+        write(&guard, guard.resent(original, send("v2"))).await;
+        match refusal(admit_resend(&guard, "v2", &caller).await) {
             GuardRefusal::SendRateExceeded { scope, country, .. } => {
                 assert_eq!((scope, country.as_str()), ("per_number", "GB"));
             }
@@ -651,8 +849,8 @@ mod tests {
         let guard = guard("");
         let caller = Caller::anonymous();
         sent(&guard, target("app1", "+44 7400 123456"), "v1").await;
-        let record = guard.admit_resend("v1", &caller).await.unwrap().unwrap();
-        guard.resent(record, &caller, send("v2")).await;
+        let original = admit_resend(&guard, "v1", &caller).await.unwrap().unwrap();
+        write(&guard, guard.resent(original, send("v2"))).await;
         assert_eq!(
             pending_of(&guard, target("app1", "+44 7400 123456")).await,
             Some("v2".into())
@@ -682,11 +880,7 @@ mod tests {
         sent(&dry, target("app1", "+44 909 879 0000"), "v1").await;
         sent(&dry, target("app1", "+44 909 879 0000"), "v2").await;
         let enforcing = guard("");
-        match refusal(
-            enforcing
-                .admit_send(target("app1", "+44 909 879 0000"))
-                .await,
-        ) {
+        match refusal(admit_send(&enforcing, target("app1", "+44 909 879 0000")).await) {
             GuardRefusal::DestinationNotAllowed {
                 country,
                 number_type,
@@ -707,10 +901,10 @@ mod tests {
         );
         sent(&guard, target("app1", "+44 7400 123456"), "v1").await;
         for _ in 0..5 {
-            refusal(guard.admit_send(target("app1", "+44 7400 123456")).await);
+            refusal(admit_send(&guard, target("app1", "+44 7400 123456")).await);
         }
         sent(&guard, target("app1", "+44 7400 123457"), "v2").await;
-        match refusal(guard.admit_send(target("app1", "+44 7400 123458")).await) {
+        match refusal(admit_send(&guard, target("app1", "+44 7400 123458")).await) {
             GuardRefusal::SendRateExceeded {
                 scope,
                 sends,
@@ -731,10 +925,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_store_down_fails_closed() {
         let guard = Guard::new(Policy::default(), Arc::new(Down));
-        let sends = guard.admit_send(target("app1", "+44 7400 123456")).await;
-        assert!(matches!(sends, Err(ServiceError::Send(_))), "{sends:?}");
+        let sends = admit_send(&guard, target("app1", "+44 7400 123456")).await;
+        assert!(matches!(sends, Err(GuardError::Store(_))), "{sends:?}");
         let checks = guard.admit_check("v1", &Caller::anonymous()).await;
-        assert!(matches!(checks, Err(ServiceError::Send(_))), "{checks:?}");
+        assert!(matches!(checks, Err(GuardError::Store(_))), "{checks:?}");
     }
 
     #[test]
@@ -797,9 +991,9 @@ mod tests {
         let caller = Caller::anonymous();
         sent(&guard, target("app1", "+44 7400 123456"), "v1").await;
         tokio::time::advance(VERIFICATION_TTL - Duration::from_secs(1)).await;
-        assert!(guard.admit_resend("v1", &caller).await.unwrap().is_some());
+        assert!(admit_resend(&guard, "v1", &caller).await.unwrap().is_some());
         tokio::time::advance(Duration::from_secs(1)).await;
-        assert_eq!(guard.admit_resend("v1", &caller).await.unwrap(), None);
+        assert!(admit_resend(&guard, "v1", &caller).await.unwrap().is_none());
         assert_eq!(VERIFICATION_TTL, Duration::from_secs(86_400));
     }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 
 use super::policy::Limit;
-use crate::store::{Key, SharedStore, StoreError};
+use crate::store::{Key, Op, weighted};
 
 /// Wall-clock milliseconds that advance with Tokio's clock: aligned across replicas in
 /// production, and moved by `tokio::time::advance` in tests.
@@ -56,49 +56,61 @@ pub struct Hit {
     pub retry_after: Option<Duration>,
 }
 
-/// Counts one send under `key` against `limit`.
-pub async fn hit(
-    store: &SharedStore,
-    clock: &WallClock,
-    key: &[&str],
-    limit: Limit,
-) -> Result<Hit, StoreError> {
-    let window = u64::try_from(limit.window.as_millis())
-        .unwrap_or(u64::MAX)
-        .max(1);
-    let now = clock.now_ms();
-    let (bucket, elapsed) = (now / window, now % window);
-    let bucket_key = |bucket: u64| {
-        let bucket = format!("{window}:{bucket}");
-        let mut parts = key.to_vec();
-        parts.push(&bucket);
-        Key::new("guard", &parts)
-    };
-    let current = store
-        .increment(&bucket_key(bucket), limit.window * 2)
-        .await?
-        .count;
-    let previous = match bucket.checked_sub(1) {
-        Some(previous) => store
-            .get(&bucket_key(previous))
-            .await?
-            .and_then(|bytes| String::from_utf8(bytes).ok()?.parse::<u64>().ok())
-            .unwrap_or(0),
-        None => 0,
-    };
-    let count = current + weighted(previous, window - elapsed, window);
-    let allowed = u64::from(limit.sends.get());
-    Ok(Hit {
-        count,
-        retry_after: (count > allowed)
-            .then(|| retry_after(allowed, window, elapsed, previous, current)),
-    })
+/// One send counted against a limit: the store operation that counts it (in the send's
+/// admission batch) and how to read what it found.
+#[derive(Debug, Clone)]
+pub struct Counter {
+    /// The window in milliseconds.
+    window: u64,
+    /// How much of the current bucket has passed, in milliseconds.
+    elapsed: u64,
+    /// The limit.
+    allowed: u64,
 }
 
-/// `count × part ÷ whole`, rounded up.
-fn weighted(count: u64, part: u64, whole: u64) -> u64 {
-    let product = u128::from(count) * u128::from(part);
-    u64::try_from(product.div_ceil(u128::from(whole))).unwrap_or(u64::MAX)
+impl Counter {
+    /// Counts one send under `key` against `limit`: the [`Op::Slide`] to run, and the counter
+    /// that reads its reply. `enforce: false` (dry-run) only stops the batch when it is over.
+    pub fn new(clock: &WallClock, key: &[&str], limit: Limit, enforce: bool) -> (Op, Self) {
+        let window = u64::try_from(limit.window.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let now = clock.now_ms();
+        let (bucket, elapsed) = (now / window, now % window);
+        let bucket_key = |bucket: u64| {
+            let bucket = format!("{window}:{bucket}");
+            let mut parts = key.to_vec();
+            parts.push(&bucket);
+            Key::new("guard", &parts)
+        };
+        let allowed = u64::from(limit.sends.get());
+        let op = Op::Slide {
+            current: bucket_key(bucket),
+            // Before the first bucket there is none: a key no counter ever uses.
+            previous: bucket_key(bucket.checked_sub(1).unwrap_or(u64::MAX)),
+            ttl: limit.window * 2,
+            weight: (window - elapsed, window),
+            limit: allowed,
+            enforce,
+        };
+        let counter = Self {
+            window,
+            elapsed,
+            allowed,
+        };
+        (op, counter)
+    }
+
+    /// What the batch found: the sends in the sliding window (this one included) and, past the
+    /// limit, when one more fits.
+    pub fn hit(&self, current: u64, previous: u64) -> Hit {
+        let count = current + weighted(previous, (self.window - self.elapsed, self.window));
+        Hit {
+            count,
+            retry_after: (count > self.allowed)
+                .then(|| retry_after(self.allowed, self.window, self.elapsed, previous, current)),
+        }
+    }
 }
 
 /// How long until one more send fits under `allowed`, in milliseconds of a `window`-long
@@ -108,10 +120,10 @@ fn retry_after(allowed: u64, window: u64, elapsed: u64, previous: u64, current: 
     let wait = if current > room {
         // This bucket alone is full: wait for the next one, then for this bucket's weight
         // there to fall to `room`.
-        (window - elapsed) + weighted(current - room, window, current)
+        (window - elapsed) + weighted(current - room, (window, current))
     } else {
         // The previous bucket's weight must fall to what this one leaves free.
-        let keep = weighted(room - current, window, previous.max(1));
+        let keep = weighted(room - current, (window, previous.max(1)));
         window.saturating_sub(keep).saturating_sub(elapsed)
     };
     Duration::from_millis(wait.max(1))
@@ -123,7 +135,25 @@ mod tests {
     use std::{num::NonZeroU32, sync::Arc};
 
     use super::*;
-    use crate::store::MemoryStore;
+    use crate::store::{Batch, MemoryStore, Reply, SharedStore};
+
+    /// Counts one send under `key` in one batch, as a send's admission does.
+    async fn hit(
+        store: &SharedStore,
+        clock: &WallClock,
+        key: &[&str],
+        limit: Limit,
+    ) -> Option<Hit> {
+        let (op, counter) = Counter::new(clock, key, limit, true);
+        let batch = Batch {
+            ops: vec![op],
+            release: None,
+        };
+        match store.run(&batch).await.ok()?.replies.as_slice() {
+            [Reply::Slid { current, previous }] => Some(counter.hit(*current, *previous)),
+            _ => None,
+        }
+    }
 
     fn per_minute(sends: u32) -> Limit {
         Limit {
@@ -175,14 +205,6 @@ mod tests {
         assert_eq!((half.count, half.retry_after), (2, None));
         let other = hit(&store, &clock, &["m"], limit).await.unwrap();
         assert_eq!(other.count, 1, "keys count apart");
-    }
-
-    #[test]
-    fn weights_round_up() {
-        assert_eq!(weighted(30, 3599, 3600), 30);
-        assert_eq!(weighted(5, 45, 60), 4);
-        assert_eq!(weighted(0, 10, 60), 0);
-        assert_eq!(weighted(4, 0, 60), 0);
     }
 
     #[test]

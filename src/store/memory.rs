@@ -17,7 +17,14 @@ use std::{
 
 use tokio::time::Instant;
 
-use super::{Key, Put, Store, StoreError, WindowCount};
+use super::{
+    Key, Put, Store, StoreError, WindowCount,
+    batch::{Batch, Op, Replies, Reply, Stop, Write},
+};
+use crate::telemetry::metrics;
+
+/// The `backend` label of this store's round trips.
+const BACKEND: &str = "memory";
 
 /// How often writes sweep out expired entries (per shard).
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
@@ -107,45 +114,56 @@ impl MemoryStore {
     }
 }
 
-#[tonic::async_trait]
-impl Store for MemoryStore {
-    async fn get(&self, key: &Key) -> Result<Option<Vec<u8>>, StoreError> {
+impl MemoryStore {
+    fn read(&self, key: &Key) -> Option<Vec<u8>> {
         let mut state = self.lock(key);
-        Ok(state
+        state
             .live(key.as_str(), Instant::now())
             .map(|entry| match &entry.value {
                 Value::Bytes(bytes) => bytes.clone(),
                 Value::Counter(count) => count.to_string().into_bytes(),
-            }))
+            })
     }
 
-    async fn put(
-        &self,
-        key: &Key,
-        value: &[u8],
-        ttl: Duration,
-        mode: Put,
-    ) -> Result<bool, StoreError> {
+    /// The live counter under `key` (0 if absent or not a counter).
+    fn counter(&self, key: &Key) -> u64 {
+        let mut state = self.lock(key);
+        match state.live(key.as_str(), Instant::now()) {
+            Some(Entry {
+                value: Value::Counter(count),
+                ..
+            }) => *count,
+            _ => 0,
+        }
+    }
+
+    /// Writes `value` unless `mode` is [`Put::IfAbsent`] and a live value exists, which is
+    /// then returned instead.
+    fn set(&self, key: &Key, value: &[u8], ttl: Duration, mode: Put) -> Option<Vec<u8>> {
         let now = Instant::now();
         let mut state = self.lock(key);
         state.sweep(now);
-        if mode == Put::IfAbsent && state.live(key.as_str(), now).is_some() {
-            return Ok(false);
+        if mode == Put::IfAbsent {
+            if let Some(live) = state.live(key.as_str(), now) {
+                return Some(match &live.value {
+                    Value::Bytes(bytes) => bytes.clone(),
+                    Value::Counter(count) => count.to_string().into_bytes(),
+                });
+            }
         }
         let entry = Entry {
             value: Value::Bytes(value.to_vec()),
             expires: now + ttl,
         };
         state.entries.insert(key.as_str().to_owned(), entry);
-        Ok(true)
+        None
     }
 
-    async fn delete(&self, key: &Key) -> Result<(), StoreError> {
+    fn remove(&self, key: &Key) {
         self.lock(key).entries.remove(key.as_str());
-        Ok(())
     }
 
-    async fn increment(&self, key: &Key, window: Duration) -> Result<WindowCount, StoreError> {
+    fn count(&self, key: &Key, window: Duration) -> WindowCount {
         let now = Instant::now();
         let mut state = self.lock(key);
         state.sweep(now);
@@ -170,10 +188,98 @@ impl Store for MemoryStore {
                 1
             }
         };
-        Ok(WindowCount {
+        WindowCount {
             count,
             resets_in: entry.expires.saturating_duration_since(now),
-        })
+        }
+    }
+
+    /// One operation of a batch.
+    fn apply(&self, op: &Op) -> Reply {
+        match op {
+            Op::Claim { key, value, ttl } => match self.set(key, value, *ttl, Put::IfAbsent) {
+                None => Reply::Claimed,
+                Some(live) => Reply::Taken(live),
+            },
+            Op::Count { key, window, .. } => Reply::Counted(self.count(key, *window)),
+            Op::Slide {
+                current,
+                previous,
+                ttl,
+                ..
+            } => Reply::Slid {
+                current: self.count(current, *ttl).count,
+                previous: self.counter(previous),
+            },
+            Op::Read { key, .. } => Reply::Read(self.read(key)),
+            Op::Delete { key } => {
+                self.remove(key);
+                Reply::Deleted
+            }
+            Op::Refuse => Reply::Refused,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Store for MemoryStore {
+    async fn get(&self, key: &Key) -> Result<Option<Vec<u8>>, StoreError> {
+        metrics::store_round_trip(BACKEND, "get");
+        Ok(self.read(key))
+    }
+
+    async fn put(
+        &self,
+        key: &Key,
+        value: &[u8],
+        ttl: Duration,
+        mode: Put,
+    ) -> Result<bool, StoreError> {
+        metrics::store_round_trip(BACKEND, "put");
+        Ok(self.set(key, value, ttl, mode).is_none())
+    }
+
+    async fn delete(&self, key: &Key) -> Result<(), StoreError> {
+        metrics::store_round_trip(BACKEND, "delete");
+        self.remove(key);
+        Ok(())
+    }
+
+    async fn increment(&self, key: &Key, window: Duration) -> Result<WindowCount, StoreError> {
+        metrics::store_round_trip(BACKEND, "increment");
+        Ok(self.count(key, window))
+    }
+
+    async fn run(&self, batch: &Batch) -> Result<Replies, StoreError> {
+        metrics::store_round_trip(BACKEND, "batch");
+        let mut replies = Replies::default();
+        for op in &batch.ops {
+            let reply = self.apply(op);
+            let stop = op.stops(&reply);
+            replies.replies.push(reply);
+            if stop == Stop::Go {
+                continue;
+            }
+            if let (Stop::Refused, Some(claim)) = (stop, &batch.release) {
+                self.remove(claim);
+            }
+            replies.stopped = true;
+            break;
+        }
+        Ok(replies)
+    }
+
+    async fn write(&self, writes: &[Write]) -> Result<(), StoreError> {
+        metrics::store_round_trip(BACKEND, "write");
+        for write in writes {
+            match write {
+                Write::Put { key, value, ttl } => {
+                    self.set(key, value, *ttl, Put::Always);
+                }
+                Write::Delete { key } => self.remove(key),
+            }
+        }
+        Ok(())
     }
 }
 

@@ -2,16 +2,20 @@
 //! that N replicas behind one Kubernetes Service deduplicate, count and pace as one.
 //!
 //! The [`Store`] trait is deliberately small — get, put (optionally only if absent) with a TTL,
-//! delete, and a counter in a fixed window — so idempotency records, per-caller send quotas, the
-//! WatchRecord poll budget and later counters (the send guard's velocity checks) all fit on it,
-//! and callers never know which backend runs. Values are opaque bytes; each user owns its key
-//! prefix (see [`Key`]).
+//! delete, a counter in a fixed window, and two multi-operations: a [`Batch`] that admits a send
+//! (claim, counters, reads, stopping at the first refusal) and a list of [`Write`]s that settles
+//! it, each in one round trip — so idempotency records, per-caller send quotas, the guard's
+//! counters and the WatchRecord poll budget all fit on it, and callers never know which backend
+//! runs. Values are opaque bytes; each user owns its key prefix (see [`Key`]). Every round trip
+//! is counted in `itnio_store_round_trips_total{backend, operation}`.
 
+mod batch;
 mod memory;
 mod redis;
 
 use std::{fmt, sync::Arc, time::Duration};
 
+pub use batch::{Batch, Op, Replies, Reply, Write, weighted};
 pub use memory::MemoryStore;
 pub use redis::{RedisStore, check_url as check_redis_url};
 
@@ -64,6 +68,12 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Adds one to the counter under `key`, whose window of `window` starts at its first
     /// increment.
     async fn increment(&self, key: &Key, window: Duration) -> Result<WindowCount, StoreError>;
+
+    /// Runs `batch` in one round trip; see [`Batch`].
+    async fn run(&self, batch: &Batch) -> Result<Replies, StoreError>;
+
+    /// Applies `writes` in order, in one round trip (atomically with Redis).
+    async fn write(&self, writes: &[Write]) -> Result<(), StoreError>;
 }
 
 /// A namespaced store key: `itnio-otp:<kind>:<parts joined by ':'>`. Building keys in one place
@@ -144,6 +154,12 @@ pub mod testing {
             Err(StoreError("down".into()))
         }
         async fn increment(&self, _: &Key, _: Duration) -> Result<WindowCount, StoreError> {
+            Err(StoreError("down".into()))
+        }
+        async fn run(&self, _: &Batch) -> Result<Replies, StoreError> {
+            Err(StoreError("down".into()))
+        }
+        async fn write(&self, _: &[Write]) -> Result<(), StoreError> {
             Err(StoreError("down".into()))
         }
     }

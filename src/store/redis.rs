@@ -4,6 +4,11 @@
 //! Every operation is bounded by [`OP_TIMEOUT`], so an unreachable Redis turns into a prompt
 //! [`StoreError`] (and sends fail closed) rather than a hung call. The connection is made
 //! lazily: the service starts, and serves reads, while Redis is still down.
+//!
+//! A [`Batch`] is one Lua script ([`BATCH`], `EVALSHA`), and a settlement's [`Write`]s one
+//! `MULTI`/`EXEC` pipeline: a send costs two round trips. All keys of a batch are passed as
+//! `KEYS`, as scripts must; they are not hash-tagged, so Redis Cluster is not supported (one
+//! primary, optionally with replicas, is).
 
 use std::time::Duration;
 
@@ -12,7 +17,14 @@ use redis::{
     aio::{ConnectionManager, ConnectionManagerConfig},
 };
 
-use super::{Key, Put, Store, StoreError, WindowCount};
+use super::{
+    Key, Put, Store, StoreError, WindowCount,
+    batch::{Batch, Op, Replies, Reply, Write},
+};
+use crate::telemetry::metrics;
+
+/// The `backend` label of this store's round trips.
+const BACKEND: &str = "redis";
 
 /// The longest one store operation may take, reconnecting included.
 const OP_TIMEOUT: Duration = Duration::from_millis(500);
@@ -31,10 +43,104 @@ end
 return {count, ttl}
 ";
 
+/// A [`Batch`], run in one step. `ARGV[1]` is the index in `KEYS` of the claim to release when
+/// a limit refuses (0: none); then each operation is a code and its arguments, its keys taken
+/// from `KEYS` in order:
+/// - `c value ttl_ms`: claim (`SET NX`); a live value stops the batch;
+/// - `n window_ms limit`: fixed-window counter (as [`INCREMENT`]); past `limit` (> 0) refuses;
+/// - `s ttl_ms part whole limit enforce` (two keys): sliding window, this bucket counted, the
+///   previous one read and weighted `part / whole` rounded up (exact while count × part stays
+///   below 2^53); past `limit` stops, and refuses when `enforce` is 1;
+/// - `r stop`: read; a value stops the batch when `stop` is 1;
+/// - `d`: delete;
+/// - `x`: refuse (a rule decided without the store).
+///
+/// Returns `{stopped, {reply, …}}`, one reply per operation run: `{'c'}` claimed, `{'t', value}`
+/// taken, `{'n', count, ttl_ms}`, `{'s', current, previous}`, `{'r'[, value]}`, `{'d'}`, `{'x'}`.
+const BATCH: &str = r"
+local release = tonumber(ARGV[1])
+local k, a = 1, 2
+local out = {}
+local function count(key, window)
+  local n = redis.call('INCR', key)
+  if n == 1 then redis.call('PEXPIRE', key, window) end
+  local ttl = redis.call('PTTL', key)
+  if ttl < 0 then
+    redis.call('PEXPIRE', key, window)
+    ttl = tonumber(window)
+  end
+  return n, ttl
+end
+local function weighted(n, part, whole)
+  local w = math.floor(n * part / whole)
+  if w * whole < n * part then w = w + 1 end
+  return w
+end
+while a <= #ARGV do
+  local op = ARGV[a]
+  local stop = 0
+  if op == 'c' then
+    local key = KEYS[k]
+    k = k + 1
+    if redis.call('SET', key, ARGV[a + 1], 'PX', ARGV[a + 2], 'NX') then
+      out[#out + 1] = {'c'}
+    else
+      out[#out + 1] = {'t', redis.call('GET', key)}
+      stop = 1
+    end
+    a = a + 3
+  elseif op == 'n' then
+    local n, ttl = count(KEYS[k], ARGV[a + 1])
+    k = k + 1
+    out[#out + 1] = {'n', n, ttl}
+    local limit = tonumber(ARGV[a + 2])
+    if limit > 0 and n > limit then stop = 2 end
+    a = a + 3
+  elseif op == 's' then
+    local current = count(KEYS[k], ARGV[a + 1])
+    local previous = tonumber(redis.call('GET', KEYS[k + 1]) or '0') or 0
+    k = k + 2
+    out[#out + 1] = {'s', current, previous}
+    local sum = current + weighted(previous, tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]))
+    if sum > tonumber(ARGV[a + 4]) then
+      if ARGV[a + 5] == '1' then stop = 2 else stop = 1 end
+    end
+    a = a + 6
+  elseif op == 'r' then
+    local value = redis.call('GET', KEYS[k])
+    k = k + 1
+    if value then
+      out[#out + 1] = {'r', value}
+      if ARGV[a + 1] == '1' then stop = 1 end
+    else
+      out[#out + 1] = {'r'}
+    end
+    a = a + 2
+  elseif op == 'd' then
+    redis.call('DEL', KEYS[k])
+    k = k + 1
+    out[#out + 1] = {'d'}
+    a = a + 1
+  elseif op == 'x' then
+    out[#out + 1] = {'x'}
+    stop = 2
+    a = a + 1
+  else
+    return redis.error_reply('unknown batch operation')
+  end
+  if stop > 0 then
+    if stop == 2 and release > 0 then redis.call('DEL', KEYS[release]) end
+    return {1, out}
+  end
+end
+return {0, out}
+";
+
 /// Shared state in Redis.
 pub struct RedisStore {
     connection: ConnectionManager,
     increment: Script,
+    batch: Script,
     /// `host:port` only: the URL may carry a password.
     address: String,
 }
@@ -74,6 +180,7 @@ impl RedisStore {
         Ok(Self {
             connection,
             increment: Script::new(INCREMENT),
+            batch: Script::new(BATCH),
             address,
         })
     }
@@ -101,6 +208,133 @@ fn unavailable(error: redis::RedisError) -> StoreError {
     StoreError(error.to_string())
 }
 
+/// The `KEYS` and `ARGV` of [`BATCH`] for `batch`.
+fn batch_invocation<'a>(script: &'a Script, batch: &Batch) -> redis::ScriptInvocation<'a> {
+    let mut invocation = script.prepare_invoke();
+    let mut keys = 0_usize;
+    let mut key = |invocation: &mut redis::ScriptInvocation<'a>, key: &Key| {
+        invocation.key(key.as_str());
+        keys += 1;
+    };
+    let mut args: Vec<Vec<u8>> = Vec::with_capacity(1 + batch.ops.len() * 4);
+    args.push(Vec::new()); // the release index, set below
+    let flag = |on: bool| if on { b"1".to_vec() } else { b"0".to_vec() };
+    let text = |n: u64| n.to_string().into_bytes();
+    for op in &batch.ops {
+        match op {
+            Op::Claim { key: k, value, ttl } => {
+                key(&mut invocation, k);
+                args.extend([b"c".to_vec(), value.clone(), text(millis(*ttl))]);
+            }
+            Op::Count {
+                key: k,
+                window,
+                limit,
+            } => {
+                key(&mut invocation, k);
+                args.extend([
+                    b"n".to_vec(),
+                    text(millis(*window)),
+                    text(limit.unwrap_or(0)),
+                ]);
+            }
+            Op::Slide {
+                current,
+                previous,
+                ttl,
+                weight: (part, whole),
+                limit,
+                enforce,
+            } => {
+                key(&mut invocation, current);
+                key(&mut invocation, previous);
+                args.extend([
+                    b"s".to_vec(),
+                    text(millis(*ttl)),
+                    text(*part),
+                    text((*whole).max(1)),
+                    text(*limit),
+                    flag(*enforce),
+                ]);
+            }
+            Op::Read {
+                key: k,
+                stop_if_found,
+            } => {
+                key(&mut invocation, k);
+                args.extend([b"r".to_vec(), flag(*stop_if_found)]);
+            }
+            Op::Delete { key: k } => {
+                key(&mut invocation, k);
+                args.push(b"d".to_vec());
+            }
+            Op::Refuse => args.push(b"x".to_vec()),
+        }
+    }
+    args[0] = match &batch.release {
+        Some(release) => {
+            key(&mut invocation, release);
+            text(keys as u64)
+        }
+        None => b"0".to_vec(),
+    };
+    for arg in args {
+        invocation.arg(arg);
+    }
+    invocation
+}
+
+/// Reads [`BATCH`]'s answer.
+fn batch_replies(value: redis::Value) -> Result<Replies, StoreError> {
+    use redis::Value as V;
+    let malformed = || StoreError("malformed batch reply".into());
+    let V::Array(mut top) = value else {
+        return Err(malformed());
+    };
+    let (Some(V::Array(items)), Some(V::Int(stopped))) = (top.pop(), top.pop()) else {
+        return Err(malformed());
+    };
+    let number = |value: &V| match value {
+        V::Int(n) => u64::try_from(*n).ok(),
+        _ => None,
+    };
+    let replies = items
+        .into_iter()
+        .map(|item| {
+            let V::Array(fields) = item else {
+                return None;
+            };
+            let mut fields = fields.into_iter();
+            let Some(V::BulkString(tag)) = fields.next() else {
+                return None;
+            };
+            let rest: Vec<V> = fields.collect();
+            Some(match (tag.as_slice(), rest.as_slice()) {
+                (b"c", []) => Reply::Claimed,
+                (b"t", [V::BulkString(value)]) => Reply::Taken(value.clone()),
+                (b"n", [count, ttl]) => Reply::Counted(WindowCount {
+                    count: number(count)?,
+                    resets_in: Duration::from_millis(number(ttl)?),
+                }),
+                (b"s", [current, previous]) => Reply::Slid {
+                    current: number(current)?,
+                    previous: number(previous)?,
+                },
+                (b"r", []) => Reply::Read(None),
+                (b"r", [V::BulkString(value)]) => Reply::Read(Some(value.clone())),
+                (b"d", []) => Reply::Deleted,
+                (b"x", []) => Reply::Refused,
+                _ => return None,
+            })
+        })
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(malformed)?;
+    Ok(Replies {
+        replies,
+        stopped: stopped == 1,
+    })
+}
+
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis())
         .unwrap_or(u64::MAX)
@@ -110,6 +344,7 @@ fn millis(duration: Duration) -> u64 {
 #[tonic::async_trait]
 impl Store for RedisStore {
     async fn get(&self, key: &Key) -> Result<Option<Vec<u8>>, StoreError> {
+        metrics::store_round_trip(BACKEND, "get");
         self.query(redis::cmd("GET").arg(key.as_str())).await
     }
 
@@ -120,6 +355,7 @@ impl Store for RedisStore {
         ttl: Duration,
         mode: Put,
     ) -> Result<bool, StoreError> {
+        metrics::store_round_trip(BACKEND, "put");
         let mut command = redis::cmd("SET");
         command
             .arg(key.as_str())
@@ -135,12 +371,14 @@ impl Store for RedisStore {
     }
 
     async fn delete(&self, key: &Key) -> Result<(), StoreError> {
+        metrics::store_round_trip(BACKEND, "delete");
         self.query::<i64>(redis::cmd("DEL").arg(key.as_str()))
             .await
             .map(drop)
     }
 
     async fn increment(&self, key: &Key, window: Duration) -> Result<WindowCount, StoreError> {
+        metrics::store_round_trip(BACKEND, "increment");
         let mut connection = self.connection.clone();
         let mut invocation = self.increment.key(key.as_str());
         invocation.arg(millis(window));
@@ -149,6 +387,33 @@ impl Store for RedisStore {
             count,
             resets_in: Duration::from_millis(ttl_ms),
         })
+    }
+
+    async fn run(&self, batch: &Batch) -> Result<Replies, StoreError> {
+        metrics::store_round_trip(BACKEND, "batch");
+        let mut connection = self.connection.clone();
+        let invocation = batch_invocation(&self.batch, batch);
+        batch_replies(bounded(invocation.invoke_async(&mut connection)).await?)
+    }
+
+    async fn write(&self, writes: &[Write]) -> Result<(), StoreError> {
+        metrics::store_round_trip(BACKEND, "write");
+        let mut pipeline = redis::pipe();
+        pipeline.atomic();
+        for write in writes {
+            match write {
+                Write::Put { key, value, ttl } => pipeline
+                    .cmd("SET")
+                    .arg(key.as_str())
+                    .arg(value.as_slice())
+                    .arg("PX")
+                    .arg(millis(*ttl))
+                    .ignore(),
+                Write::Delete { key } => pipeline.cmd("DEL").arg(key.as_str()).ignore(),
+            };
+        }
+        let mut connection = self.connection.clone();
+        bounded(pipeline.query_async::<()>(&mut connection)).await
     }
 }
 

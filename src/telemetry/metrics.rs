@@ -40,6 +40,9 @@ pub const GUARD_REFUSALS: &str = "itnio_guard_refusals_total";
 /// Sends answered with the verification already pending for the number and app, by `country`
 /// and `dry_run`.
 pub const GUARD_PENDING_RETURNED: &str = "itnio_guard_pending_returned_total";
+/// Round trips to the shared state store, by `backend` (memory or redis) and `operation` (get,
+/// put, delete, increment, batch, write): a send costs one batch and one write.
+pub const STORE_ROUND_TRIPS: &str = "itnio_store_round_trips_total";
 /// Always 1, labelled with `version` and `mode` (live or sandbox).
 pub const BUILD_INFO: &str = "itnio_otp_grpc_build_info";
 
@@ -106,6 +109,10 @@ fn describe() {
         "calls the send guard refused (dry_run=true: would have), by reason and country"
     );
     describe_counter!(
+        STORE_ROUND_TRIPS,
+        "round trips to the shared state store, by backend and operation"
+    );
+    describe_counter!(
         GUARD_PENDING_RETURNED,
         "sends answered with the verification pending for the number and app, by country"
     );
@@ -125,6 +132,11 @@ pub(crate) fn guard_refusal(reason: &'static str, country: &str, dry_run: bool) 
 pub(crate) fn guard_pending_returned(country: &str, dry_run: bool) {
     counter!(GUARD_PENDING_RETURNED, "country" => country.to_owned(), "dry_run" => dry_run_label(dry_run))
         .increment(1);
+}
+
+/// One round trip to the shared state store.
+pub(crate) fn store_round_trip(backend: &'static str, operation: &'static str) {
+    counter!(STORE_ROUND_TRIPS, "backend" => backend, "operation" => operation).increment(1);
 }
 
 /// Publishes the build info gauge for the mode this process serves.

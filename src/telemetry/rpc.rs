@@ -88,6 +88,24 @@ pub fn note_upstream_status(status: Option<i32>) {
     });
 }
 
+/// Spawns `future` on behalf of the current call: inside its `rpc` span and its context, so
+/// the task's log lines carry the call's request id, caller and account, and an upstream
+/// status it notes lands on the call's access line. Outside a call it is a plain spawn.
+pub fn spawn_in_call<F>(future: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let future = future.instrument(tracing::Span::current());
+    let context = CURRENT.try_with(Arc::clone).ok();
+    tokio::spawn(async move {
+        match context {
+            Some(context) => CURRENT.scope(context, future).await,
+            None => future.await,
+        }
+    })
+}
+
 /// Wraps the gRPC routes; see the module docs.
 #[derive(Debug, Clone)]
 pub struct RpcLayer {
