@@ -907,11 +907,13 @@ async fn the_whole_log_of_a_run_holds_no_number_code_secret_or_userinfo() {
             channel.clone(),
             with_log_test_token,
         );
+    // With request ids: their attempts run in tasks of their own, still inside the call.
     let sent = verifications
         .send_verification(pb::SendVerificationRequest {
             app_id: app_id.clone(),
             template_id: template_id.clone(),
             phone_number: common::TEST_NUMBER.into(),
+            request_id: "6f0c1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b".into(),
             ..Default::default()
         })
         .await
@@ -934,6 +936,7 @@ async fn the_whole_log_of_a_run_holds_no_number_code_secret_or_userinfo() {
             app_id: app_id.clone(),
             template_id: template_id.clone(),
             phone_number: common::TEST_NUMBER.into(),
+            request_id: "7f0c1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b".into(),
             ..Default::default()
         })
         .await
@@ -1041,6 +1044,42 @@ async fn the_whole_log_of_a_run_holds_no_number_code_secret_or_userinfo() {
             .any(|l| l["country"] == "XT" && l["number_type"] == "mobile"),
         "{guard:?}"
     );
+    // Every line written during a call (here the guard's, from the send's own task) carries
+    // the call's request id, caller and account.
+    let in_calls: Vec<serde_json::Value> = lines[..facade_lines]
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["span"]["name"] == "rpc")
+        .collect();
+    let pending_line = in_calls
+        .iter()
+        .find(|l| l["target"] == "itnio_otp_grpc::guard" && l["level"] == "INFO")
+        .unwrap_or_else(|| {
+            panic!(
+                "the guard's pending line, inside its call: {:?}",
+                &lines[..facade_lines]
+            )
+        });
+    let again_access = access
+        .iter()
+        .filter(|l| l["method"] == "SendVerification" && l["code"] == "OK")
+        .nth(1)
+        .expect("the pending send's access line");
+    assert_eq!(
+        pending_line["span"]["request_id"], again_access["request_id"],
+        "{pending_line}"
+    );
+    for line in &in_calls {
+        let span = &line["span"];
+        assert!(span["request_id"].is_string(), "{line}");
+        if span["service"] != "grpc.health.v1.Health" {
+            assert_eq!(
+                (&span["caller"], &span["account"]),
+                (&serde_json::json!("privacy"), &serde_json::json!("default")),
+                "{line}"
+            );
+        }
+    }
     let refused = access
         .iter()
         .find(|l| l["request_id"] == "privacy-run-1")

@@ -18,7 +18,6 @@ use tonic::{
 };
 use tower_layer::Layer;
 use tower_service::Service;
-use tracing::Instrument;
 use x509_cert::{Certificate, der::Decode};
 
 use super::{
@@ -103,12 +102,13 @@ where
                 }
             }
         };
+        // The slot records the caller on the call's `rpc` span too, so every line of the call
+        // (the handler's, and its spawned tasks') carries caller and account.
         if let Some(slot) = request.extensions().get::<CallerSlot>() {
             slot.fill(&caller);
         }
-        let span = tracing::info_span!("call", caller = caller.name(), account = caller.account());
         request.extensions_mut().insert(caller);
-        Box::pin(inner.call(request).instrument(span))
+        Box::pin(inner.call(request))
     }
 }
 

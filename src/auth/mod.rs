@@ -9,9 +9,10 @@
 //!
 //! The policy comes from the callers file ([`file`]), swapped as a whole when the file changes
 //! (see [`crate::reload`]); calls in flight keep the policy they started with. Without a callers
-//! file the layer lets everyone in as the anonymous caller on the `default` account. Every call
-//! runs inside a `call` span carrying the caller's name and account, so each log line of the
-//! call says on whose behalf and on which account it happened.
+//! file the layer lets everyone in as the anonymous caller on the `default` account. The caller
+//! is noted in the call's `CallerSlot`, which records its name and account on the call's `rpc`
+//! span (see [`crate::telemetry::rpc`]), so each log line of the call says on whose behalf and
+//! on which account it happened, next to the call's request id.
 
 pub mod file;
 mod layer;

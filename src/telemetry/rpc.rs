@@ -57,14 +57,40 @@ const NO_STATUS: i64 = i64::MIN;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Where the auth layer (inside this one) notes who called, once it knows: this layer puts an
-/// empty slot into the request extensions and the access line gains `caller` and `account`.
-#[derive(Debug, Clone, Default)]
-pub struct CallerSlot(Arc<OnceLock<Caller>>);
+/// empty slot into the request extensions, and the access line and the call's `rpc` span (so
+/// every log line written during the call) gain `caller` and `account`.
+#[derive(Debug, Clone)]
+pub struct CallerSlot {
+    caller: Arc<OnceLock<Caller>>,
+    span: tracing::Span,
+}
+
+impl Default for CallerSlot {
+    /// A slot recorded on no span.
+    fn default() -> Self {
+        Self::new(tracing::Span::none())
+    }
+}
 
 impl CallerSlot {
+    /// A slot whose caller is also recorded on `span`.
+    fn new(span: tracing::Span) -> Self {
+        Self {
+            caller: Arc::default(),
+            span,
+        }
+    }
+
     /// Records the caller of the request carrying this slot (the first call wins).
     pub fn fill(&self, caller: &Caller) {
-        let _ = self.0.set(caller.clone());
+        if self.caller.set(caller.clone()).is_ok() {
+            self.span.record("caller", caller.name());
+            self.span.record("account", caller.account());
+        }
+    }
+
+    fn get(&self) -> Option<&Caller> {
+        self.caller.get()
     }
 }
 
@@ -162,15 +188,17 @@ where
         let name = RpcName::of(request.uri().path());
         let request_id = request_id(request.headers());
         request.headers_mut().insert(REQUEST_ID, request_id.clone());
-        let caller = CallerSlot::default();
-        request.extensions_mut().insert(caller.clone());
-        let record = CallRecord::start(name, request_id.clone(), caller);
         let span = tracing::info_span!(
             "rpc",
             request_id = request_id.to_str().unwrap_or_default(),
             service = name.service,
             method = name.method,
+            caller = tracing::field::Empty,
+            account = tracing::field::Empty,
         );
+        let caller = CallerSlot::new(span.clone());
+        request.extensions_mut().insert(caller.clone());
+        let record = CallRecord::start(name, request_id.clone(), caller);
         // The clone that was polled ready is the one that serves (tower's usual swap).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -316,7 +344,7 @@ impl Drop for CallRecord {
         let code = self.code.unwrap_or(Code::Cancelled);
         let code_name = code_name(code);
         let duration = self.started.elapsed();
-        let account = match self.caller.0.get() {
+        let account = match self.caller.get() {
             Some(caller) => SharedString::from(caller.account_label()),
             None => SharedString::const_str(metrics::NO_ACCOUNT),
         };
@@ -332,8 +360,8 @@ impl Drop for CallRecord {
             status => Some(status),
         };
         let request_id = self.request_id.to_str().unwrap_or_default();
-        let caller = self.caller.0.get().map(Caller::name);
-        let account = self.caller.0.get().map(Caller::account);
+        let caller = self.caller.get().map(Caller::name);
+        let account = self.caller.get().map(Caller::account);
         let duration_ms = millis(duration);
         macro_rules! line {
             ($level:expr) => {
@@ -591,12 +619,42 @@ mod tests {
         assert_eq!(record.context.upstream_status.load(Ordering::Relaxed), -3);
     }
 
+    #[tokio::test]
+    async fn a_task_spawned_for_a_call_runs_in_its_span_and_context() {
+        let _subscriber = tracing::subscriber::set_default(tracing_subscriber::registry());
+        let span = tracing::info_span!("rpc", caller = tracing::field::Empty);
+        let record = CallRecord::start(
+            RpcName::UNKNOWN,
+            HeaderValue::from_static("test"),
+            CallerSlot::new(span.clone()),
+        );
+        record.caller.fill(&Caller::new("checkout", "brand-b"));
+        let task = async {
+            spawn_in_call(async {
+                note_upstream_status(Some(-7));
+                tracing::Span::current().id()
+            })
+            .await
+            .expect("the task")
+        };
+        let seen = CURRENT
+            .scope(Arc::clone(&record.context), task)
+            .instrument(span.clone())
+            .await;
+        assert_eq!(seen, span.id(), "the task runs in the call's span");
+        assert!(seen.is_some());
+        assert_eq!(record.context.upstream_status.load(Ordering::Relaxed), -7);
+        // Outside a call it is a plain task: nothing to note on.
+        let outside = spawn_in_call(async { tracing::Span::current().id() }).await;
+        assert_eq!(outside.expect("the task"), None);
+    }
+
     #[test]
     fn the_first_caller_filled_in_wins() {
         let slot = CallerSlot::default();
         slot.fill(&Caller::new("checkout", "brand-b"));
         slot.fill(&Caller::new("other", "brand-c"));
-        assert_eq!(slot.0.get().map(Caller::name), Some("checkout"));
+        assert_eq!(slot.get().map(Caller::name), Some("checkout"));
     }
 
     #[test]
