@@ -19,7 +19,9 @@ use itnio_otp_grpc::{
         verification_service_client::VerificationServiceClient,
     },
     send::{SendError, quota},
-    store::{Batch, Key, MemoryStore, Put, RedisStore, SharedStore, Store},
+    store::{
+        Batch, Key, MemoryStore, Op, Put, RedisStore, Reply, SharedStore, Store, WindowCount, Write,
+    },
 };
 use tonic::{Code, Request, Status, transport::Channel};
 use tonic_types::StatusExt;
@@ -180,6 +182,65 @@ async fn replicas_replay_and_wait_for_each_other() {
         .expect("waits for A");
     assert_eq!(repeat, first.await.expect("task").expect("first"));
     assert_eq!(cluster.proxy.count(SEND), 2);
+}
+
+/// Calls per command since the last `CONFIG RESETSTAT`, from `INFO commandstats`.
+async fn command_calls(redis: &RedisServer) -> std::collections::HashMap<String, u64> {
+    let client = redis::Client::open(redis.url()).expect("url");
+    let mut connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut connection)
+        .await
+        .expect("INFO");
+    info.lines()
+        .filter_map(|line| {
+            let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = stats.split(',').find_map(|s| s.strip_prefix("calls="))?;
+            Some((name.to_owned(), calls.parse().ok()?))
+        })
+        .collect()
+}
+
+/// A send is admitted in one round trip to Redis (one script) and settled in one more (one
+/// MULTI/EXEC pipeline), with or without a request id; the script's own commands run inside
+/// Redis.
+#[tokio::test]
+async fn a_send_is_two_redis_round_trips() {
+    let cluster = Cluster::start().await;
+    // The first send loads the script (EVALSHA, then EVAL on NOSCRIPT).
+    cluster
+        .a
+        .send(cluster.request(&new_id()), LONG)
+        .await
+        .expect("send");
+    let client = redis::Client::open(cluster.redis.url()).expect("url");
+    let mut connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut connection)
+        .await
+        .expect("CONFIG RESETSTAT");
+    for request_id in [new_id(), new_id(), String::new()] {
+        cluster
+            .a
+            .send(cluster.request(&request_id), LONG)
+            .await
+            .expect("send");
+    }
+    let calls = command_calls(&cluster.redis).await;
+    // Inside the script: INCR, PEXPIRE, PTTL, SET NX and GET; inside MULTI: SETs.
+    assert_eq!(calls.get("evalsha"), Some(&3), "{calls:?}");
+    assert_eq!(calls.get("exec"), Some(&3), "{calls:?}");
+    assert_eq!(calls.get("multi"), Some(&3), "{calls:?}");
+    assert_eq!(calls.get("eval"), None, "{calls:?}");
+    assert_eq!(cluster.proxy.count(SEND), 4);
 }
 
 #[tokio::test]
@@ -379,11 +440,178 @@ async fn store_contract(store: SharedStore) {
     assert!(second.resets_in <= window && second.resets_in > Duration::from_secs(25));
 }
 
+/// The admission batch and the settling writes, as both backends must run them; returns what
+/// each batch answered (counters' windows in whole seconds), for comparing the backends.
+async fn batch_contract(store: SharedStore) -> Vec<(Vec<Reply>, bool)> {
+    let id = new_id();
+    let key = |name: &str| Key::new("batch", &[&id, name]);
+    let minute = Duration::from_secs(60);
+    let claim = |name: &str, value: &[u8]| Op::Claim {
+        key: key(name),
+        value: value.to_vec(),
+        ttl: minute,
+    };
+    let count = Op::Count {
+        key: key("n"),
+        window: minute,
+        limit: Some(2),
+    };
+    let slide = |enforce| Op::Slide {
+        current: key("s1"),
+        previous: key("s0"),
+        ttl: minute,
+        weight: (1, 2),
+        limit: 3,
+        enforce,
+    };
+    let read = |stop_if_found| Op::Read {
+        key: key("r"),
+        stop_if_found,
+    };
+    let run = |ops: Vec<Op>, release: Option<&str>| {
+        let (store, batch) = (
+            store.clone(),
+            Batch {
+                ops,
+                release: release.map(|name| key(name)),
+            },
+        );
+        async move {
+            let replies = store.run(&batch).await.expect("batch");
+            let seconds = replies.replies.into_iter().map(|reply| match reply {
+                Reply::Counted(mut counted) => {
+                    counted.resets_in =
+                        Duration::from_secs(counted.resets_in.as_millis().div_ceil(1000) as u64);
+                    Reply::Counted(counted)
+                }
+                other => other,
+            });
+            (seconds.collect::<Vec<_>>(), replies.stopped)
+        }
+    };
+    let mut answers = vec![
+        // Everything passes: one round trip, nothing stops.
+        run(
+            vec![
+                claim("c1", b"v1"),
+                count.clone(),
+                read(true),
+                slide(true),
+                Op::Delete { key: key("d") },
+            ],
+            Some("c1"),
+        )
+        .await,
+    ];
+    store
+        .write(&[
+            Write::Put {
+                key: key("r"),
+                value: b"pending".to_vec(),
+                ttl: minute,
+            },
+            // A previous bucket of 4: half of it in view.
+            Write::Put {
+                key: key("s0"),
+                value: b"4".to_vec(),
+                ttl: minute,
+            },
+        ])
+        .await
+        .expect("write");
+    // A claim taken, a found value, a quota past its limit (releasing the claim).
+    answers.push(run(vec![claim("c1", b"v2")], None).await);
+    answers.push(run(vec![read(true), count.clone()], None).await);
+    answers.push(
+        run(
+            vec![claim("c2", b"v"), count.clone(), count.clone()],
+            Some("c2"),
+        )
+        .await,
+    );
+    // A dry-run limit stops without releasing; an enforced one releases; so does a refusal.
+    answers.push(run(vec![claim("c3", b"v"), slide(false)], Some("c3")).await);
+    answers.push(run(vec![claim("c4", b"v"), slide(true)], Some("c4")).await);
+    answers.push(run(vec![claim("c5", b"v"), Op::Refuse, read(false)], Some("c5")).await);
+    let kept = |name: &'static str| {
+        let store = store.clone();
+        let key = key(name);
+        async move { store.get(&key).await.expect("get").is_some() }
+    };
+    assert_eq!(
+        (
+            kept("c2").await,
+            kept("c3").await,
+            kept("c4").await,
+            kept("c5").await
+        ),
+        (false, true, false, false),
+        "claims released by refusals only"
+    );
+    store
+        .write(&[Write::Delete { key: key("c1") }])
+        .await
+        .expect("write");
+    assert!(!kept("c1").await);
+    answers
+}
+
 #[tokio::test]
 async fn both_backends_keep_the_store_contract() {
     store_contract(Arc::new(MemoryStore::default())).await;
     let redis = RedisServer::start().await;
     store_contract(Arc::new(RedisStore::connect(&redis.url()).expect("store"))).await;
+    let counted = |count| {
+        Reply::Counted(WindowCount {
+            count,
+            resets_in: Duration::from_secs(60),
+        })
+    };
+    let memory = batch_contract(Arc::new(MemoryStore::default())).await;
+    assert_eq!(
+        memory,
+        [
+            (
+                vec![
+                    Reply::Claimed,
+                    counted(1),
+                    Reply::Read(None),
+                    Reply::Slid {
+                        current: 1,
+                        previous: 0
+                    },
+                    Reply::Deleted
+                ],
+                false
+            ),
+            (vec![Reply::Taken(b"v1".to_vec())], true),
+            (vec![Reply::Read(Some(b"pending".to_vec()))], true),
+            (vec![Reply::Claimed, counted(2), counted(3)], true),
+            (
+                vec![
+                    Reply::Claimed,
+                    Reply::Slid {
+                        current: 2,
+                        previous: 4
+                    }
+                ],
+                true
+            ),
+            (
+                vec![
+                    Reply::Claimed,
+                    Reply::Slid {
+                        current: 3,
+                        previous: 4
+                    }
+                ],
+                true
+            ),
+            (vec![Reply::Claimed, Reply::Refused], true),
+        ]
+    );
+    let redis = batch_contract(Arc::new(RedisStore::connect(&redis.url()).expect("store"))).await;
+    assert_eq!(redis, memory);
 }
 
 #[tokio::test]
@@ -397,6 +625,15 @@ async fn an_unreachable_redis_is_a_prompt_store_error() {
     assert!(store.put(&key, b"x", LONG, Put::IfAbsent).await.is_err());
     assert!(store.increment(&key, LONG).await.is_err());
     assert!(store.delete(&key).await.is_err());
+    let batch = Batch {
+        ops: vec![Op::Read {
+            key: key.clone(),
+            stop_if_found: false,
+        }],
+        release: None,
+    };
+    assert!(store.run(&batch).await.is_err());
+    assert!(store.write(&[Write::Delete { key }]).await.is_err());
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "{:?}",

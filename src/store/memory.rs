@@ -125,15 +125,16 @@ impl MemoryStore {
             })
     }
 
-    /// The live counter under `key` (0 if absent or not a counter).
+    /// The live counter under `key`: 0 if absent or not a number (as Redis's `tonumber`).
     fn counter(&self, key: &Key) -> u64 {
         let mut state = self.lock(key);
-        match state.live(key.as_str(), Instant::now()) {
-            Some(Entry {
-                value: Value::Counter(count),
-                ..
-            }) => *count,
-            _ => 0,
+        match state.live(key.as_str(), Instant::now()).map(|e| &e.value) {
+            Some(Value::Counter(count)) => *count,
+            Some(Value::Bytes(bytes)) => std::str::from_utf8(bytes)
+                .ok()
+                .and_then(|text| text.parse().ok())
+                .unwrap_or(0),
+            None => 0,
         }
     }
 
