@@ -473,7 +473,7 @@ async fn batch_contract(store: SharedStore) -> Vec<(Vec<Reply>, bool)> {
             store.clone(),
             Batch {
                 ops,
-                release: release.map(|name| key(name)),
+                release: release.map(&key),
             },
         );
         async move {
