@@ -123,9 +123,10 @@ struct ServeArgs {
     /// Largest upstream reply body accepted, in bytes; a larger one fails the call.
     #[arg(long, env = "ITNIO_MAX_RESPONSE_BYTES", default_value_t = crate::upstream::client::DEFAULT_MAX_RESPONSE_BYTES)]
     max_response_bytes: usize,
-    /// HTTP version spoken to ITNIO: `http1` (a connection per call in flight) or `http2` (one
-    /// multiplexed connection; the upstream must speak HTTP/2).
-    #[arg(long, env = "ITNIO_HTTP_VERSION", value_enum, default_value_t = HttpVersion::Http1)]
+    /// HTTP version spoken to ITNIO: `auto` (on https, ALPN picks HTTP/2 when ITNIO offers it,
+    /// else HTTP/1.1; on http, HTTP/1.1), `http1` (a connection per call in flight) or `http2`
+    /// (one multiplexed connection; the upstream must speak HTTP/2).
+    #[arg(long, env = "ITNIO_HTTP_VERSION", value_enum, default_value_t = HttpVersion::Auto)]
     http_version: HttpVersion,
     /// How long in-flight calls may finish after SIGTERM or Ctrl-C.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]

@@ -195,7 +195,7 @@ fn values_that_do_not_parse_exit_64_naming_the_environment_variable() {
         ("METRICS_LISTEN_ADDR", "9090", "invalid socket address"),
         ("ITNIO_MODE", "production", "expected one of live, sandbox"),
         ("WORKER_THREADS", "0", "number would be zero"),
-        ("ITNIO_HTTP_VERSION", "h3", "expected one of http1, http2"),
+        ("ITNIO_HTTP_VERSION", "h3", "expected one of auto, http1, http2"),
         ("WORKER_THREADS", "two", "invalid digit"),
     ] {
         let (code, stderr) = run_to_exit(&[(name, value)]);
@@ -1137,4 +1137,130 @@ async fn reflection_serves_the_google_rpc_error_detail_files() {
         assert!(names.iter().any(|n| n == file), "{symbol}: {names:?}");
     }
     app.shutdown().await;
+}
+
+/// An https upstream offering `alpn` (certificates from a CA made here), answering every call
+/// with an empty list over whichever protocol was negotiated; records the negotiated protocols.
+async fn tls_upstream(alpn: &[&[u8]]) -> (u16, Arc<Mutex<Vec<String>>>, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls::{self, pki_types::PrivateKeyDer};
+
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().expect("key");
+    let ca_pem = ca.self_signed(&ca_key).expect("CA").pem();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().expect("key");
+    let cert = CertificateParams::new(vec!["localhost".to_owned()])
+        .expect("params")
+        .signed_by(&key, &issuer)
+        .expect("leaf");
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            PrivateKeyDer::try_from(key.serialize_der()).expect("key der"),
+        )
+        .expect("server config");
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let negotiated = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&negotiated);
+    const REPLY: &[u8] = br#"{"status":"0","reason":"success","data":[]}"#;
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let (acceptor, seen) = (acceptor.clone(), Arc::clone(&seen));
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(socket).await else {
+                    return;
+                };
+                let protocol = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+                let protocol = String::from_utf8(protocol.unwrap_or_default()).expect("ascii");
+                seen.lock().expect("seen").push(protocol.clone());
+                if protocol == "h2" {
+                    let Ok(mut connection) = h2::server::handshake(tls).await else {
+                        return;
+                    };
+                    while let Some(Ok((_, mut respond))) = connection.accept().await {
+                        let head = http::Response::builder().body(()).expect("head");
+                        if let Ok(mut body) = respond.send_response(head, false) {
+                            let _ = body.send_data(bytes::Bytes::from_static(REPLY), true);
+                        }
+                    }
+                } else {
+                    // One HTTP/1.1 request per connection, then close.
+                    let mut request = Vec::new();
+                    let mut chunk = [0; 4096];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tls.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        REPLY.len()
+                    );
+                    let _ = tls.write_all(head.as_bytes()).await;
+                    let _ = tls.write_all(REPLY).await;
+                    let _ = tls.shutdown().await;
+                }
+            });
+        }
+    });
+    (port, negotiated, ca_pem)
+}
+
+/// On `https://`, ALPN picks the HTTP version by default: HTTP/2 when the upstream offers it,
+/// HTTP/1.1 when it offers only that; `ITNIO_HTTP_VERSION` still forces one.
+#[tokio::test]
+async fn alpn_chooses_the_upstream_http_version_on_https() {
+    let both = tls_upstream(&[b"h2", b"http/1.1"]).await;
+    let h1_only = tls_upstream(&[b"http/1.1"]).await;
+    let dir = std::env::temp_dir().join(format!("itnio-alpn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let cases = [
+        (&both, None, Some("h2")),
+        (&both, Some("http1"), Some("http/1.1")),
+        (&h1_only, None, Some("http/1.1")),
+        (&h1_only, Some("http2"), None),
+    ];
+    for (n, ((port, negotiated, ca_pem), version, expected)) in cases.into_iter().enumerate() {
+        let ca_file = dir.join(format!("ca-{n}.pem"));
+        std::fs::write(&ca_file, ca_pem).expect("CA file");
+        let base_url = format!("https://localhost:{port}/otp");
+        let mut envs = vec![
+            ("ITNIO_BASE_URL", base_url.as_str()),
+            ("ITNIO_API_KEY", "key"),
+            ("ITNIO_API_SECRET", "secret"),
+            ("ALLOW_UNAUTHENTICATED", "true"),
+            ("SSL_CERT_FILE", ca_file.to_str().expect("utf-8 path")),
+        ];
+        envs.extend(version.map(|v| ("ITNIO_HTTP_VERSION", v)));
+        negotiated.lock().expect("negotiated").clear();
+        let binary = Binary::start(&envs);
+        let reply = FlowServiceClient::new(binary.grpc().await)
+            .list_flows(ListFlowsRequest {})
+            .await;
+        let seen = negotiated.lock().expect("negotiated").clone();
+        match expected {
+            Some(protocol) => {
+                assert!(reply.is_ok(), "{version:?}: {reply:?}");
+                assert_eq!(seen, [protocol], "{version:?}");
+            }
+            None => {
+                let status = reply.expect_err("no common protocol");
+                assert_eq!(status.code(), Code::Unavailable, "{version:?}");
+            }
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -867,9 +867,10 @@ async fn http2_is_spoken_only_when_configured() {
         assert!(flows.expect("HTTP/2 call").is_empty());
     }
     assert_eq!(connections.load(Ordering::SeqCst), 1);
-    // The default is HTTP/1.1, which an HTTP/2-only server cannot answer.
+    // The default lets ALPN choose, and there is no ALPN on http://: HTTP/1.1, which an
+    // HTTP/2-only server cannot answer.
     let http1 = UpstreamClient::new(config).expect("valid config");
-    assert_eq!(http1.http_version(), HttpVersion::Http1);
+    assert_eq!(http1.http_version(), HttpVersion::Auto);
     let refused = http1
         .list_flows(None)
         .await

@@ -11,7 +11,8 @@
 //! - a reply body larger than the byte cap is refused while it is read (Content-Length first,
 //!   then chunk by chunk), so a runaway upstream cannot make us hold more than the cap;
 //! - replies are decoded in one pass straight into the typed wire structs (no generic JSON value);
-//! - HTTP/1.1 (a keep-alive connection per call in flight) unless [`HttpVersion::Http2`] is set.
+//! - on `https://` ALPN picks the version (HTTP/2 when the upstream offers it, else HTTP/1.1); on
+//!   `http://` HTTP/1.1; [`HttpVersion`] forces one.
 
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -57,8 +58,11 @@ const MAX_PATH_ID_BYTES: usize = 256;
 /// The HTTP version the upstream is spoken to with (`ITNIO_HTTP_VERSION`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum HttpVersion {
-    /// HTTP/1.1: a pool of keep-alive connections, one per call in flight.
+    /// The upstream's choice: on `https://` ALPN offers `h2` and `http/1.1` and the server picks
+    /// (HTTP/2: every call a stream on one connection); on `http://` HTTP/1.1.
     #[default]
+    Auto,
+    /// HTTP/1.1: a pool of keep-alive connections, one per call in flight.
     Http1,
     /// HTTP/2 only: every call is a stream on one shared connection (h2c with prior knowledge on
     /// `http://`, ALPN `h2` on `https://`). The upstream must speak it: the sandbox does.
@@ -174,6 +178,8 @@ fn http_client(
         .tcp_keepalive(TCP_KEEPALIVE)
         .tcp_nodelay(true);
     let builder = match version {
+        // reqwest offers both in ALPN on TLS and speaks HTTP/1.1 on plain TCP.
+        HttpVersion::Auto => builder,
         HttpVersion::Http1 => builder.http1_only(),
         HttpVersion::Http2 => builder.http2_prior_knowledge(),
     };
@@ -188,7 +194,7 @@ fn http_client(
 }
 
 impl UpstreamClient {
-    /// A client speaking HTTP/1.1 ([`HttpVersion::default`]).
+    /// A client letting ALPN choose the HTTP version ([`HttpVersion::default`]).
     pub fn new(config: UpstreamConfig) -> Result<Self, BuildError> {
         Self::new_with_http_version(config, HttpVersion::default())
     }
