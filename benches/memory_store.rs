@@ -10,6 +10,7 @@
 //!
 //! Run: `cargo bench --bench memory_store` (`MEMORY_STORE_BENCH_ENTRIES`, default 1,000,000).
 
+#[path = "../tests/common/mod.rs"]
 mod common;
 
 use std::time::{Duration, Instant};

@@ -16,7 +16,6 @@ use itnio_otp_grpc::{
         self as pb, app_service_client::AppServiceClient,
         record_service_client::RecordServiceClient, watch_record_request::Selector,
     },
-    sandbox::{Sandbox, SandboxConfig},
     server::{self, Listeners},
 };
 use tokio::{
@@ -90,15 +89,8 @@ async fn start(base_url: &str, adjust: impl FnOnce(&mut ServeConfig)) -> Running
 
 /// A sandbox on port 0 (time sped up 100×), its base URL and what stops it.
 async fn sandbox() -> (String, oneshot::Sender<()>) {
-    let mut config = SandboxConfig::new(common::API_KEY, common::API_SECRET);
-    config.speed = 100.0;
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let base_url = format!("http://{}", listener.local_addr().expect("addr"));
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(Sandbox::new(config).serve(listener, async move {
-        let _ = stopped.await;
-    }));
-    (base_url, stop)
+    let running = common::start_sandbox(common::sandbox_config()).await;
+    (running.url, running.stop)
 }
 
 /// An upstream whose record lookups hang for a minute: watches and GetRecord calls stay open.

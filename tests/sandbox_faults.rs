@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::{io::ErrorKind, net::SocketAddr, time::Duration};
 
 use itnio_otp_grpc::sandbox::{Fault, Sandbox, SandboxConfig};
@@ -22,10 +24,8 @@ const SEND: &str = "POST /verification/send";
 
 /// A sandbox served by `Sandbox::serve` on port 0.
 async fn start() -> (Sandbox, SocketAddr) {
-    let sandbox = Sandbox::new(SandboxConfig::new(KEY, SECRET));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(sandbox.clone().serve(listener, std::future::pending()));
+    let config = SandboxConfig::new(KEY, SECRET);
+    let (sandbox, addr, _) = common::serve_sandbox(config, std::future::pending()).await;
     (sandbox, addr)
 }
 
