@@ -9,6 +9,7 @@ use std::{collections::HashMap, net::SocketAddr, process::Command, time::Duratio
 use common::{
     SERVICES,
     binary::{Binary, WAIT},
+    sockets::{is_listening, socket_inode},
     temp::TempDir,
 };
 use itnio_otp_grpc::{
@@ -292,6 +293,11 @@ async fn health_turns_not_serving_as_soon_as_shutdown_starts() {
 }
 
 /// The ports that outlive the drain (plaintext health, admin) close once the server has stopped.
+///
+/// "Closed" is checked on the listening sockets themselves, by inode, not by connecting to their
+/// port numbers: once released, a number can be bound by any other test of this binary (or of a
+/// concurrent run) before the check, and a refused or accepted connection would then say nothing
+/// about this server (CI once saw "127.0.0.1:46649 is still open after the server stopped").
 #[tokio::test]
 async fn the_health_and_admin_ports_close_when_the_server_stops() {
     let bind = || tokio::net::TcpListener::bind("127.0.0.1:0");
@@ -301,6 +307,7 @@ async fn the_health_and_admin_ports_close_when_the_server_stops() {
         bind().await.expect("bind"),
     );
     let after_drain = [admin.local_addr(), health.local_addr()].map(|a| a.expect("addr"));
+    let sockets = [socket_inode(&admin), socket_inode(&health)];
     let listeners = Listeners {
         grpc,
         admin: Some(admin),
@@ -312,10 +319,14 @@ async fn the_health_and_admin_ports_close_when_the_server_stops() {
     let server = tokio::spawn(server::serve(config, listeners, async move {
         let _ = stopped.await;
     }));
-    for addr in after_drain {
+    for (addr, inode) in after_drain.into_iter().zip(sockets) {
         tokio::net::TcpStream::connect(addr)
             .await
             .expect("open while serving");
+        assert!(
+            is_listening(inode),
+            "{addr} (socket {inode}) is not listening"
+        );
     }
     stop.send(()).expect("the server is running");
     tokio::time::timeout(WAIT, server)
@@ -323,10 +334,10 @@ async fn the_health_and_admin_ports_close_when_the_server_stops() {
         .expect("stops before the deadline")
         .expect("server task")
         .expect("server runs");
-    for addr in after_drain {
+    for (addr, inode) in after_drain.into_iter().zip(sockets) {
         assert!(
-            tokio::net::TcpStream::connect(addr).await.is_err(),
-            "{addr} is still open after the server stopped"
+            !is_listening(inode),
+            "{addr} (socket {inode}) is still listening after the server stopped"
         );
     }
 }

@@ -6,11 +6,13 @@
 //!   ([`app_and_template`], [`SERVICES`]);
 //! - [`binary`]: the real binary as a child process, from a clean environment;
 //! - [`redis`]: a throwaway `redis-server` on a free loopback port;
+//! - [`sockets`]: proofs that a port is closed that no other test can falsify;
 //! - [`temp`]: temporary directories.
 
 #![allow(dead_code)]
 pub mod binary;
 pub mod redis;
+pub mod sockets;
 pub mod temp;
 
 use std::{net::SocketAddr, time::Duration};
