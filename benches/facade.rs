@@ -25,6 +25,12 @@
 //! the machine's cores with both servers, equally for all three paths. It prints the facade's
 //! pid and each cell as it starts on stderr, to attach a profiler (`perf record -p PID`) to one.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "measures real time with std's clock (tokio's test-util clock locks on every \
+              reading) and spawns plain load-generator tasks"
+)]
+
 mod common;
 
 use std::{

@@ -6,6 +6,11 @@
 //! after another, then `CALLS` at once. Prints the facade's RSS before, its peak (`VmHWM`) and its
 //! RSS two seconds after, with the gRPC outcome. Run: `cargo bench --bench large_reply`.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a benchmark: plain tasks, real time"
+)]
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 

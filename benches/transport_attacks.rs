@@ -15,6 +15,11 @@
 //!
 //! Run: `BEFORE_BIN=/path/to/old/itnio-otp-grpc cargo bench --bench transport_attacks`.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a benchmark: plain tasks, real time"
+)]
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 

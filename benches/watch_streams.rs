@@ -6,6 +6,11 @@
 //! Reports upstream polls per second (counted by the sandbox), the facade's CPU time and its
 //! resident memory per open stream (from /proc). Run: `cargo bench --bench watch_streams`.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a benchmark: plain tasks, real time"
+)]
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 

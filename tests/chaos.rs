@@ -7,6 +7,8 @@
 //! The outcomes are rendered into `docs/chaos-matrix.md`; the test fails when the checked-in
 //! file differs. `UPDATE_CHAOS_MATRIX=1 cargo test --test chaos` rewrites it.
 
+#![allow(clippy::disallowed_methods, reason = "tests start plain tasks")]
+
 mod common;
 
 use std::{

@@ -1,6 +1,8 @@
 //! End to end: idempotent sends (AIP-155) on one replica, over real sockets, with ITNIO behind a
 //! fault-injecting proxy that counts what reaches it.
 
+#![allow(clippy::disallowed_methods, reason = "tests start plain tasks")]
+
 mod common;
 mod faults;
 

@@ -2,6 +2,8 @@
 //! listener errors, what the kubelet sees (health, drain on SIGTERM), `/metrics`, the access
 //! log (request id, JSON format) and that no phone number, code or secret reaches any log line.
 
+#![allow(clippy::disallowed_methods, reason = "tests start plain tasks")]
+
 mod common;
 
 use std::{collections::HashMap, net::SocketAddr, process::Command, time::Duration};

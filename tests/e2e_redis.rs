@@ -1,6 +1,8 @@
 //! End to end across replicas: two service processes (the real binary) sharing a real
 //! `redis-server`, ITNIO behind a fault proxy counting what reaches it; and Redis killed mid-test.
 
+#![allow(clippy::disallowed_methods, reason = "tests start plain tasks")]
+
 mod common;
 mod faults;
 

@@ -1,6 +1,8 @@
 //! End to end: TLS and mTLS on the gRPC port (certificates made at test time with rcgen),
 //! certificate reload, and the plaintext health port.
 
+#![allow(clippy::disallowed_methods, reason = "tests start plain tasks")]
+
 mod common;
 
 use std::{path::PathBuf, time::Duration};

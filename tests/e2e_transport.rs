@@ -3,12 +3,11 @@
 //! Health/Check (on the plaintext health port and, where a connection is free, on the gRPC port)
 //! must answer within 100 ms.
 
+#![allow(clippy::disallowed_methods, reason = "tests start plain tasks")]
+
 mod common;
 
-use std::{
-    net::SocketAddr,
-    time::{Duration, Instant},
-};
+use std::{net::SocketAddr, time::Duration};
 
 use itnio_otp_grpc::{
     config::ServeConfig,
@@ -23,6 +22,7 @@ use tokio::{
     net::{TcpListener, TcpStream},
     sync::oneshot,
     task::JoinHandle,
+    time::Instant,
 };
 use tonic::{Code, transport::Channel};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};

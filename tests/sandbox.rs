@@ -694,7 +694,7 @@ async fn a_resend_starts_afresh() {
     let expired = |id: String| {
         let h = &h;
         async move {
-            let started = std::time::Instant::now();
+            let started = tokio::time::Instant::now();
             eventually(
                 "code expiry",
                 || h.record(&id),

@@ -3,6 +3,7 @@
 //! documented absence of bytes, or a TCP reset) on the wire, and run the endpoint's handler
 //! only where documented. The control API refuses what it cannot honour with a 400.
 
+#![allow(clippy::disallowed_methods, reason = "tests start plain tasks")]
 #![allow(clippy::unwrap_used)]
 
 mod common;

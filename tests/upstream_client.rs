@@ -1,10 +1,14 @@
 //! The upstream client against a real HTTP server (wiremock on a random port): the exact
 //! requests it sends, how it decodes the documented replies, and where each failure lands.
 
+#![allow(clippy::disallowed_methods, reason = "tests start plain tasks")]
+
 mod common;
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use itnio_otp_grpc::upstream::{
     AppRequest, CheckRequest, ConversionRateReport, ConversionReport, Endpoint, FlowNode,

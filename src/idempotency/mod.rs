@@ -207,6 +207,11 @@ impl Sends {
         }
         let store = self.store.clone();
         let lookup = attempt.lookup.clone();
+        // TODO(pipeline): start it with crate::task::spawn (keeps the rpc span) in the rewrite.
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "file under rewrite; see the TODO above"
+        )]
         let task = tokio::spawn(async move {
             let result = send.await;
             let (stage, response) = match &result {

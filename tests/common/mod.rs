@@ -10,6 +10,11 @@
 //! - [`temp`]: temporary directories.
 
 #![allow(dead_code)]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "test harness: plain tasks for servers and log readers"
+)]
+
 pub mod binary;
 pub mod redis;
 pub mod sockets;

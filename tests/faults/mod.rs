@@ -6,6 +6,11 @@
 //! view, so "ITNIO was called exactly once" is asserted on it.
 
 #![allow(dead_code)]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "test harness: plain tasks for the proxy"
+)]
+
 use std::{
     collections::{HashMap, VecDeque},
     net::SocketAddr,
