@@ -21,22 +21,46 @@
 //! `cargo bench --bench facade -- --quick` (1 round of 0.8 s per cell; ~30 s). `FACADE_BENCH_SECS`
 //! and `FACADE_BENCH_ROUNDS` override either; `FACADE_BENCH_BIN` runs another `itnio-otp-grpc`
 //! binary than this build's (to compare two builds in one time window); `FACADE_BENCH_WORKERS`
-//! sets the facade's `WORKER_THREADS`; `ITNIO_HTTP_VERSION` reaches the facade as it is. The load generator runs in this process and shares
+//! sets the facade's `WORKER_THREADS`; `ITNIO_HTTP_VERSION` and `REDIS_URL` reach the facade as
+//! they are (nothing else of the environment does: the processes start from the shared test
+//! harness, `tests/common/binary.rs`). The load generator runs in this process and shares
 //! the machine's cores with both servers, equally for all three paths. It prints the facade's
 //! pid and each cell as it starts on stderr, to attach a profiler (`perf record -p PID`) to one.
+//!
+//! Redis: `cargo bench --bench facade -- --redis` (or `FACADE_BENCH_REDIS=1`; ~1.5× as long)
+//! also starts a `redis-server` on a free loopback port and a second facade with `REDIS_URL`
+//! pointing at it, and adds a `facade+redis` cell beside each facade cell, in the same rounds.
+//! For every cell that sends it reports the store's work per send: Redis `INFO commandstats`
+//! deltas (calls per command and in total) and `redis-server`'s CPU, and the facade's
+//! `itnio_store_round_trips_total` (summed over labels; "n/a" if not exported). Then Redis ÷
+//! memory for each cell, and in one line: SendVerification c=64 req/s and c=1 p50.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "measures real time with std's clock (tokio's test-util clock locks on every \
+              reading) and spawns plain load-generator tasks"
+)]
+
+#[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "facade/store.rs"]
+mod store;
 
 use std::{
     future::Future,
-    net::{SocketAddr, TcpListener},
+    net::SocketAddr,
+    path::{Path as FilePath, PathBuf},
     pin::Pin,
-    process::{Child, Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
+};
+
+use common::{
+    binary::{BINARY, Binary},
+    temp::TempDir,
 };
 
 use itnio_otp_grpc::{
@@ -66,97 +90,100 @@ const READY_DEADLINE: Duration = Duration::from_secs(10);
 // ---------------------------------------------------------------------------------------------
 // Child processes
 
-/// A child process of the benchmark's binary, killed on drop.
+/// A child process of the benchmark's binary (`FACADE_BENCH_BIN`, or this build's), killed on
+/// drop.
 struct Server {
-    child: Child,
+    binary: Binary,
     addr: SocketAddr,
 }
 
 /// The send guard as a high-volume app would run it: every rule on and counting, the prefix and
 /// country ceilings far above the benchmark's sends (hundreds of thousands to one prefix, on
-/// purpose), so none is refused and the guard does its full work on every send. Written once.
-fn guard_policy_file() -> String {
-    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    PATH.get_or_init(|| {
-        let path =
-            std::env::temp_dir().join(format!("facade-bench-guard-{}.toml", std::process::id()));
-        std::fs::write(
-            &path,
-            "[defaults]\n\
-             per_prefix = { sends = 1000000000, window = \"1h\", digits = 7 }\n\
-             per_country = { sends = 1000000000, window = \"1h\" }\n",
-        )
-        .expect("write the guard policy");
-        path.to_string_lossy().into_owned()
-    })
-    .clone()
+/// purpose), so none is refused and the guard does its full work on every send.
+fn write_guard_policy(dir: &TempDir) -> PathBuf {
+    dir.write(
+        "guard.toml",
+        "[defaults]\n\
+         per_prefix = { sends = 1000000000, window = \"1h\", digits = 7 }\n\
+         per_country = { sends = 1000000000, window = \"1h\" }\n",
+    )
 }
 
+/// The variables of the bench's own environment that reach the facade as they are (the harness
+/// clears every other one).
+const FACADE_PASSED_THROUGH: [&str; 2] = ["ITNIO_HTTP_VERSION", "REDIS_URL"];
+
 impl Server {
-    fn spawn(args: &[&str], envs: &[(&str, String)]) -> Self {
-        let addr = free_port();
-        // `FACADE_BENCH_BIN` runs another build (an A/B of two builds in one time window).
-        let binary = std::env::var_os("FACADE_BENCH_BIN")
-            .unwrap_or_else(|| env!("CARGO_BIN_EXE_itnio-otp-grpc").into());
-        let mut command = Command::new(binary);
-        command
-            .args(args)
-            .env("RUST_LOG", "warn")
-            // The sandbox's test numbers.
-            .env("ALLOW_TEST_NUMBERS", "true")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        for (name, value) in envs {
-            command.env(name, value.replace("{addr}", &addr.to_string()));
-        }
-        let child = command.spawn().expect("start itnio-otp-grpc");
-        Self { child, addr }
+    /// The binary with `args` and `envs`, the sandbox's test numbers allowed; its log is echoed.
+    /// `FACADE_BENCH_BIN` runs another build (an A/B of two builds in one time window).
+    fn spawn(args: &[&str], envs: &[(&str, &str)]) -> Binary {
+        let program = std::env::var_os("FACADE_BENCH_BIN").unwrap_or_else(|| BINARY.into());
+        let mut command = common::binary::command_for(program, &[("ALLOW_TEST_NUMBERS", "true")]);
+        command.args(args).envs(envs.iter().copied());
+        Binary::spawn_echoing(command)
     }
 
-    fn sandbox() -> Self {
-        Self::spawn(
+    async fn sandbox() -> Self {
+        let binary = Self::spawn(
             &["sandbox"],
             &[
-                ("SANDBOX_LISTEN_ADDR", "{addr}".into()),
-                ("SANDBOX_API_KEY", KEY.into()),
-                ("SANDBOX_API_SECRET", SECRET.into()),
+                ("SANDBOX_LISTEN_ADDR", "127.0.0.1:0"),
+                ("SANDBOX_API_KEY", KEY),
+                ("SANDBOX_API_SECRET", SECRET),
                 // The send cells store hundreds of thousands of verifications: the default cap
                 // would evict the one GetRecord reads (-24).
-                ("SANDBOX_MAX_VERIFICATIONS", "100000000".into()),
+                ("SANDBOX_MAX_VERIFICATIONS", "100000000"),
+                // Warnings, and the line with the address (the sandbox logs no request at info).
+                ("RUST_LOG", "warn,itnio_otp_grpc=info"),
             ],
-        )
+        );
+        let addr = binary.addr("ITNIO sandbox listening").await;
+        Self { binary, addr }
     }
 
-    fn facade(sandbox: SocketAddr) -> Self {
+    /// A facade calling the sandbox at `sandbox`; its state in Redis at `redis_url` if given,
+    /// else in memory (or in the environment's `REDIS_URL`).
+    async fn facade(sandbox: SocketAddr, guard_policy: &FilePath, redis_url: Option<&str>) -> Self {
+        let base_url = format!("http://{sandbox}");
         let mut envs = vec![
-            ("GRPC_LISTEN_ADDR", "{addr}".into()),
-            ("METRICS_LISTEN_ADDR", "127.0.0.1:0".into()),
             // No callers file: the bench measures the RPC path, not token checks.
-            ("ALLOW_UNAUTHENTICATED", "true".into()),
+            ("ALLOW_UNAUTHENTICATED", "true".to_owned()),
             ("ITNIO_API_KEY", KEY.into()),
             ("ITNIO_API_SECRET", SECRET.into()),
-            ("ITNIO_BASE_URL", format!("http://{sandbox}")),
-            ("GUARD_POLICY_FILE", guard_policy_file()),
+            ("ITNIO_BASE_URL", base_url),
+            (
+                "GUARD_POLICY_FILE",
+                guard_policy.to_string_lossy().into_owned(),
+            ),
+            // Warnings, and the lines with the addresses (no request is logged at warn).
+            ("RUST_LOG", "warn,itnio_otp_grpc::server=info".into()),
         ];
+        for name in FACADE_PASSED_THROUGH {
+            if let Ok(value) = std::env::var(name) {
+                envs.push((name, value));
+            }
+        }
         // `FACADE_BENCH_WORKERS=N`: the facade's WORKER_THREADS (default: its own default, the
         // CPUs it may use), e.g. 1 for the Deployment's one-CPU limit.
         if let Ok(workers) = std::env::var("FACADE_BENCH_WORKERS") {
             envs.push(("WORKER_THREADS", workers));
         }
-        Self::spawn(&[], &envs)
+        if let Some(url) = redis_url {
+            envs.push(("REDIS_URL", url.to_owned()));
+        }
+        let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let binary = Self::spawn(&[], &envs);
+        let addr = binary.addr("gRPC server listening").await;
+        Self { binary, addr }
     }
 
     fn pid(&self) -> u32 {
-        self.child.id()
+        self.binary.pid()
     }
 
-    /// Waits until a TCP connect succeeds (the sandbox speaks HTTP/1.1, not gRPC).
-    async fn wait_listening(&self) {
-        let deadline = Instant::now() + READY_DEADLINE;
-        while tokio::net::TcpStream::connect(self.addr).await.is_err() {
-            assert!(Instant::now() < deadline, "server did not start listening");
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+    /// Where the facade serves `/metrics`.
+    async fn metrics_addr(&self) -> SocketAddr {
+        self.binary.addr("metrics listening").await
     }
 
     /// Polls Health/Check until SERVING; returns the channel that saw it.
@@ -176,18 +203,6 @@ impl Server {
             tokio::time::sleep(Duration::from_micros(500)).await;
         }
     }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local addr")
 }
 
 fn endpoint(addr: SocketAddr) -> tonic::transport::Endpoint {
@@ -261,6 +276,8 @@ enum Path {
     Floor,
     Direct,
     Facade,
+    /// The RPC through a second facade whose state is in Redis (`--redis`).
+    FacadeRedis,
 }
 
 impl Path {
@@ -269,6 +286,7 @@ impl Path {
             Self::Floor => "floor",
             Self::Direct => "direct",
             Self::Facade => "facade",
+            Self::FacadeRedis => "facade+redis",
         }
     }
 }
@@ -449,6 +467,8 @@ struct Figures {
     /// This process (the load generator: gRPC or REST client side).
     bench_cpu_us: f64,
     rss_mib: f64,
+    /// Calls made, the warm-up's included (what the store counters of the cell saw).
+    calls: f64,
 }
 
 /// Runs `concurrency` closed-loop workers for `window` (after a warm-up) and measures.
@@ -479,7 +499,7 @@ async fn measure(
         }
         workers.join_all()
     };
-    run(WARMUP).await;
+    let warm_calls: usize = run(WARMUP).await.iter().map(Vec::len).sum();
     let ((facade_cpu, facade_runs), sandbox_cpu, bench_cpu) =
         (schedstat(facade), cpu_ns(sandbox), cpu_ns(self_pid));
     let started = Instant::now();
@@ -508,6 +528,7 @@ async fn measure(
         sandbox_cpu_us: sandbox_cpu as f64 / 1000.0 / count,
         bench_cpu_us: bench_cpu as f64 / 1000.0 / count,
         rss_mib: rss(facade) as f64 / 1_048_576.0,
+        calls: (warm_calls + latencies.len()) as f64,
     }
 }
 
@@ -528,6 +549,7 @@ fn median_figures(rounds: &[Figures]) -> Figures {
         sandbox_cpu_us: m(|f| f.sandbox_cpu_us),
         bench_cpu_us: m(|f| f.bench_cpu_us),
         rss_mib: m(|f| f.rss_mib),
+        calls: m(|f| f.calls),
     }
 }
 
@@ -537,6 +559,35 @@ struct Cell {
     method: Option<Method>,
     concurrency: usize,
     rounds: Vec<Figures>,
+    /// What the store did for the cell's calls (cells that send), over all rounds.
+    store: store::Cost,
+}
+
+impl Cell {
+    fn new(path: Path, method: Option<Method>, concurrency: usize) -> Self {
+        Self {
+            path,
+            method,
+            concurrency,
+            rounds: Vec::new(),
+            store: store::Cost::default(),
+        }
+    }
+
+    /// Whether the store's work is counted for this cell: sends through a facade.
+    fn counts_store(&self) -> bool {
+        self.method == Some(Method::SendVerification)
+            && matches!(self.path, Path::Facade | Path::FacadeRedis)
+    }
+
+    fn label(&self) -> String {
+        format!(
+            "{} {} c={}",
+            self.method.map_or("Health/Check", Method::name),
+            self.path.name(),
+            self.concurrency
+        )
+    }
 }
 
 impl Cell {
@@ -548,6 +599,9 @@ impl Cell {
 struct Options {
     window: Duration,
     rounds: usize,
+    /// `--redis` or `FACADE_BENCH_REDIS=1`: a second facade with its state in a `redis-server` of
+    /// the bench's own, measured beside the memory one.
+    redis: bool,
 }
 
 impl Options {
@@ -566,9 +620,12 @@ impl Options {
         {
             rounds = r;
         }
+        let redis = std::env::args().any(|a| a == "--redis")
+            || std::env::var("FACADE_BENCH_REDIS").is_ok_and(|v| v == "1");
         Self {
             window: Duration::from_secs_f64(secs),
             rounds: rounds.max(1),
+            redis,
         }
     }
 }
@@ -592,12 +649,12 @@ async fn fresh_connections(addr: SocketAddr) -> (Vec<f64>, Vec<f64>) {
 }
 
 /// Fresh facades: exec → SERVING (ms) each, then idle CPU (ms per s) and RSS (MiB) of the last.
-async fn fresh_processes(sandbox: SocketAddr) -> (Vec<f64>, f64, f64) {
+async fn fresh_processes(sandbox: SocketAddr, guard_policy: &FilePath) -> (Vec<f64>, f64, f64) {
     let mut starts = Vec::new();
     let mut last = None;
     for _ in 0..STARTS {
         let started = Instant::now();
-        let facade = Server::facade(sandbox);
+        let facade = Server::facade(sandbox, guard_policy, None).await;
         facade.wait_serving().await;
         starts.push(started.elapsed().as_secs_f64() * 1000.0);
         last = Some(facade);
@@ -793,78 +850,151 @@ fn print_chain_accounting(cells: &[Cell]) {
     }
 }
 
+/// Every cell of a run, in the order measured: per concurrency the floor, then each method
+/// directly and through the facade (and through the Redis facade with `--redis`).
+fn all_cells(redis: bool) -> Vec<Cell> {
+    let mut paths = vec![Path::Direct, Path::Facade];
+    if redis {
+        paths.push(Path::FacadeRedis);
+    }
+    let mut cells = Vec::new();
+    for concurrency in CONCURRENCIES {
+        cells.push(Cell::new(Path::Floor, None, concurrency));
+        for method in Method::ALL {
+            for &path in &paths {
+                cells.push(Cell::new(path, Some(method), concurrency));
+            }
+        }
+    }
+    cells
+}
+
+/// `MAX_CONNECTIONS` connections to the facade at `addr`.
+async fn connections(addr: SocketAddr) -> Vec<Channel> {
+    let mut channels = Vec::new();
+    for _ in 0..MAX_CONNECTIONS {
+        channels.push(endpoint(addr).connect().await.expect("connect"));
+    }
+    channels
+}
+
+/// A facade under measurement: its process, its connections and what counts its store's work.
+struct Measured {
+    server: Server,
+    channels: Vec<Channel>,
+    probe: store::Probe,
+}
+
+impl Measured {
+    async fn new(server: Server, redis: Option<&common::redis::RedisServer>) -> Self {
+        server.wait_serving().await;
+        let probe = store::Probe::new(server.metrics_addr().await, redis).await;
+        Self {
+            channels: connections(server.addr).await,
+            server,
+            probe,
+        }
+    }
+}
+
+/// Measures one round of `cell` (with the store's work around it where it counts).
+async fn measure_cell(
+    cell: &mut Cell,
+    facade: &Measured,
+    sandbox: &Server,
+    fixture: &Arc<Fixture>,
+    window: Duration,
+) {
+    let connections = facade.channels[..cell.concurrency.min(MAX_CONNECTIONS)].to_vec();
+    let caller = match (cell.path, cell.method) {
+        (Path::Direct, Some(method)) => direct_caller(method, sandbox.addr, fixture),
+        (_, method) => grpc_caller(method, connections, fixture),
+    };
+    let counts = cell.counts_store();
+    let before = if counts {
+        Some(facade.probe.snapshot().await)
+    } else {
+        None
+    };
+    let pid = facade.server.pid();
+    let figures = measure(&caller, cell.concurrency, window, pid, sandbox.pid()).await;
+    if let Some(before) = before {
+        let after = facade.probe.snapshot().await;
+        cell.store.add(&before, &after, figures.calls);
+    }
+    cell.rounds.push(figures);
+}
+
 #[tokio::main]
 async fn main() {
     if !common::under_cargo_bench() {
         return;
     }
     let options = Options::from_env_and_args();
-    let sandbox = Server::sandbox();
-    sandbox.wait_listening().await;
-    let facade = Server::facade(sandbox.addr);
-    let setup = facade.wait_serving().await;
-    let fixture = Arc::new(prepare(&setup).await);
-    // For attaching a profiler to one cell (`perf record -p PID` once the cell's line appears).
-    eprintln!("facade pid {}, sandbox pid {}", facade.pid(), sandbox.pid());
-
-    let mut channels = Vec::new();
-    for _ in 0..MAX_CONNECTIONS {
-        channels.push(endpoint(facade.addr).connect().await.expect("connect"));
-    }
-    let mut cells = Vec::new();
-    for concurrency in CONCURRENCIES {
-        cells.push(Cell {
-            path: Path::Floor,
-            method: None,
-            concurrency,
-            rounds: Vec::new(),
-        });
-        for method in Method::ALL {
-            for path in [Path::Direct, Path::Facade] {
-                cells.push(Cell {
-                    path,
-                    method: Some(method),
-                    concurrency,
-                    rounds: Vec::new(),
-                });
-            }
+    assert!(
+        !(options.redis && std::env::var_os("REDIS_URL").is_some()),
+        "unset REDIS_URL: --redis compares the memory store with a redis-server of its own"
+    );
+    let dir = TempDir::new("facade-bench");
+    let guard_policy = write_guard_policy(&dir);
+    let sandbox = Server::sandbox().await;
+    let facade = Server::facade(sandbox.addr, &guard_policy, None).await;
+    let fixture = Arc::new(prepare(&facade.wait_serving().await).await);
+    let facade = Measured::new(facade, None).await;
+    // The Redis facade runs beside the memory one (idle while the other is measured), so both
+    // are measured in the same time window, against the same sandbox and fixture.
+    let redis = if options.redis {
+        Some(common::redis::RedisServer::start().await)
+    } else {
+        None
+    };
+    let redis_facade = match &redis {
+        Some(redis) => {
+            let server = Server::facade(sandbox.addr, &guard_policy, Some(&redis.url())).await;
+            Some(Measured::new(server, Some(redis)).await)
         }
-    }
+        None => None,
+    };
+    // For attaching a profiler to one cell (`perf record -p PID` once the cell's line appears).
+    eprintln!(
+        "facade pid {}, sandbox pid {}{}",
+        facade.server.pid(),
+        sandbox.pid(),
+        redis_facade.as_ref().map_or(String::new(), |r| format!(
+            ", Redis facade pid {}",
+            r.server.pid()
+        ))
+    );
+
+    let mut cells = all_cells(options.redis);
     for round in 1..=options.rounds {
         eprintln!("round {round}/{}", options.rounds);
         for cell in &mut cells {
-            eprintln!(
-                "cell {} {} c={}",
-                cell.method.map_or("Health/Check", Method::name),
-                cell.path.name(),
-                cell.concurrency
-            );
-            let connections = channels[..cell.concurrency.min(MAX_CONNECTIONS)].to_vec();
-            let caller = match (cell.path, cell.method) {
-                (Path::Direct, Some(method)) => direct_caller(method, sandbox.addr, &fixture),
-                (_, method) => grpc_caller(method, connections, &fixture),
+            eprintln!("cell {}", cell.label());
+            let measured = match (cell.path, &redis_facade) {
+                (Path::FacadeRedis, Some(redis_facade)) => redis_facade,
+                _ => &facade,
             };
-            let figures = measure(
-                &caller,
-                cell.concurrency,
-                options.window,
-                facade.pid(),
-                sandbox.pid(),
-            )
-            .await;
-            cell.rounds.push(figures);
+            measure_cell(cell, measured, &sandbox, &fixture, options.window).await;
         }
     }
-    let (connects, firsts) = fresh_connections(facade.addr).await;
+    drop(redis_facade);
+    drop(redis);
+    let (connects, firsts) = fresh_connections(facade.server.addr).await;
     drop(facade);
-    let (starts, idle_cpu, idle_rss) = fresh_processes(sandbox.addr).await;
+    let (starts, idle_cpu, idle_rss) = fresh_processes(sandbox.addr, &guard_policy).await;
 
     println!(
-        "facade benchmark: {} round(s) of {:.1} s per cell, medians; load generator in-process; facade WORKER_THREADS={}, ITNIO_HTTP_VERSION={}\n",
+        "facade benchmark: {} round(s) of {:.1} s per cell, medians; load generator in-process; facade WORKER_THREADS={}, ITNIO_HTTP_VERSION={}, store: {}\n",
         options.rounds,
         options.window.as_secs_f64(),
         std::env::var("FACADE_BENCH_WORKERS").unwrap_or_else(|_| "default".into()),
-        std::env::var("ITNIO_HTTP_VERSION").unwrap_or_else(|_| "default (http1)".into())
+        std::env::var("ITNIO_HTTP_VERSION").unwrap_or_else(|_| "default (http1)".into()),
+        match (options.redis, std::env::var_os("REDIS_URL").is_some()) {
+            (true, _) => "memory, and Redis (facade+redis rows)",
+            (false, true) => "Redis at REDIS_URL",
+            (false, false) => "memory",
+        }
     );
     print_table(&cells);
     println!(
@@ -880,5 +1010,8 @@ async fn main() {
     );
     print_targets(&cells, &firsts, &starts, idle_cpu, idle_rss);
     print_chain_accounting(&cells);
-    let _ = std::fs::remove_file(guard_policy_file());
+    store::print_store_costs(&cells);
+    if options.redis {
+        store::print_redis_against_memory(&cells);
+    }
 }

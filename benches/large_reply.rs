@@ -6,14 +6,21 @@
 //! after another, then `CALLS` at once. Prints the facade's RSS before, its peak (`VmHWM`) and its
 //! RSS two seconds after, with the gRPC outcome. Run: `cargo bench --bench large_reply`.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a benchmark: plain tasks, real time"
+)]
+
+#[path = "../tests/common/mod.rs"]
 mod common;
 
 use std::{
     net::SocketAddr,
-    process::{Child, Command, Stdio},
     sync::Arc,
     time::{Duration, Instant},
 };
+
+use common::binary::Binary;
 
 use itnio_otp_grpc::proto::v1::{self as pb, flow_service_client::FlowServiceClient};
 use tokio::{
@@ -77,35 +84,30 @@ async fn serve(listener: TcpListener, body: Arc<Vec<u8>>) {
     }
 }
 
+/// The facade (killed on drop) and its gRPC address.
 struct Facade {
-    child: Child,
+    binary: Binary,
     addr: SocketAddr,
 }
 
-impl Drop for Facade {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+async fn start_facade(upstream: SocketAddr) -> Facade {
+    let base_url = format!("http://{upstream}");
+    let mut envs = vec![
+        ("ALLOW_UNAUTHENTICATED", "true"),
+        ("ITNIO_API_KEY", "bench-key"),
+        ("ITNIO_API_SECRET", "bench-secret"),
+        ("ITNIO_BASE_URL", &base_url),
+        ("ITNIO_TIMEOUT", "60s"),
+        // Warnings, and the line with the address.
+        ("RUST_LOG", "warn,itnio_otp_grpc::server=info"),
+    ];
+    let cap = std::env::var("ITNIO_MAX_RESPONSE_BYTES");
+    if let Ok(cap) = &cap {
+        envs.push(("ITNIO_MAX_RESPONSE_BYTES", cap));
     }
-}
-
-fn start_facade(upstream: SocketAddr) -> Facade {
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port");
-    let child = Command::new(env!("CARGO_BIN_EXE_itnio-otp-grpc"))
-        .env("GRPC_LISTEN_ADDR", addr.to_string())
-        .env("METRICS_LISTEN_ADDR", "127.0.0.1:0")
-        .env("ALLOW_UNAUTHENTICATED", "true")
-        .env("ITNIO_API_KEY", "bench-key")
-        .env("ITNIO_API_SECRET", "bench-secret")
-        .env("ITNIO_BASE_URL", format!("http://{upstream}"))
-        .env("ITNIO_TIMEOUT", "60s")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start the facade");
-    Facade { child, addr }
+    let binary = Binary::spawn_echoing(common::binary::command(&envs));
+    let addr = binary.addr("gRPC server listening").await;
+    Facade { binary, addr }
 }
 
 /// `VmRSS` and `VmHWM` of `pid`, in MiB.
@@ -163,9 +165,9 @@ async fn main() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let upstream = listener.local_addr().expect("addr");
     tokio::spawn(serve(listener, body.clone()));
-    let facade = start_facade(upstream);
+    let facade = start_facade(upstream).await;
     let channel = connect(facade.addr).await;
-    let pid = facade.child.id();
+    let pid = facade.binary.pid();
     let cap = std::env::var("ITNIO_MAX_RESPONSE_BYTES").unwrap_or_else(|_| "default".into());
     println!(
         "reply: {:.1} MB valid flow list; ITNIO_MAX_RESPONSE_BYTES={cap}\n",

@@ -10,6 +10,12 @@
 //!
 //! Run: `cargo bench --bench memory_store` (`MEMORY_STORE_BENCH_ENTRIES`, default 1,000,000).
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tokio time is paused here; the durations measured are real (std's clock)"
+)]
+
+#[path = "../tests/common/mod.rs"]
 mod common;
 
 use std::time::{Duration, Instant};

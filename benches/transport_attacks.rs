@@ -15,16 +15,22 @@
 //!
 //! Run: `BEFORE_BIN=/path/to/old/itnio-otp-grpc cargo bench --bench transport_attacks`.
 
-mod common;
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a benchmark: plain tasks, real time"
+)]
+
 #[path = "../tests/common/mod.rs"]
-mod harness;
+mod common;
 
 use std::{
-    io::{BufRead, BufReader, Read},
+    io::Read,
     net::SocketAddr,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
+
+use common::binary::Binary;
 
 use itnio_otp_grpc::{
     proto::v1::{
@@ -32,9 +38,9 @@ use itnio_otp_grpc::{
         record_service_client::RecordServiceClient,
         verification_service_client::VerificationServiceClient, watch_record_request::Selector,
     },
-    sandbox::{Sandbox, SandboxConfig},
+    sandbox::SandboxConfig,
 };
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tonic::transport::Channel;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
@@ -48,57 +54,38 @@ const WATCHES: usize = 2_000;
 const HOLD_WINDOW: Duration = Duration::from_secs(15);
 const HELPER_ENV: &str = "TRANSPORT_ATTACK_IDLE_HELPER";
 
+/// The facade binary `bin` (killed on drop), its gRPC and its health address.
 struct Facade {
-    child: Child,
+    binary: Binary,
     grpc: SocketAddr,
     health: SocketAddr,
 }
 
 impl Facade {
-    fn start(bin: &str, sandbox_url: &str, extra: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(bin)
-            .env("GRPC_LISTEN_ADDR", "127.0.0.1:0")
-            .env("HEALTH_LISTEN_ADDR", "127.0.0.1:0")
-            .env("METRICS_LISTEN_ADDR", "127.0.0.1:0")
-            .env("ITNIO_API_KEY", "bench-key")
-            .env("ITNIO_API_SECRET", "bench-secret")
-            .env("ITNIO_BASE_URL", sandbox_url)
-            .env("ALLOW_UNAUTHENTICATED", "true")
-            .env("RUST_LOG", "error,itnio_otp_grpc::server=info")
-            .envs(extra.iter().copied())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the facade binary");
-        let stderr = child.stderr.take().expect("stderr");
-        let mut lines = BufReader::new(stderr).lines();
-        let (mut grpc, mut health) = (None, None);
-        while grpc.is_none() || health.is_none() {
-            let line = lines.next().expect("facade log").expect("log line");
-            let addr = || -> SocketAddr {
-                let rest = line.split("addr=").nth(1).expect("addr=");
-                rest.split_whitespace()
-                    .next()
-                    .expect("addr")
-                    .parse()
-                    .expect("socket addr")
-            };
-            if line.contains("gRPC server listening") {
-                grpc = Some(addr());
-            } else if line.contains("gRPC health listening") {
-                health = Some(addr());
-            }
-        }
-        std::thread::spawn(move || lines.for_each(drop));
+    async fn start(bin: &str, sandbox_url: &str, extra: &[(&str, &str)]) -> Self {
+        let mut command = common::binary::command_for(
+            bin,
+            &[
+                ("HEALTH_LISTEN_ADDR", "127.0.0.1:0"),
+                ("ITNIO_API_KEY", "bench-key"),
+                ("ITNIO_API_SECRET", "bench-secret"),
+                ("ITNIO_BASE_URL", sandbox_url),
+                ("ALLOW_UNAUTHENTICATED", "true"),
+                ("RUST_LOG", "error,itnio_otp_grpc::server=info"),
+            ],
+        );
+        command.envs(extra.iter().copied());
+        let binary = Binary::spawn(command);
         Self {
-            child,
-            grpc: grpc.expect("grpc"),
-            health: health.expect("health"),
+            grpc: binary.addr("gRPC server listening").await,
+            health: binary.addr("gRPC health listening").await,
+            binary,
         }
     }
 
     /// (CPU seconds used so far, resident bytes now), from /proc.
     fn usage(&self) -> (f64, u64) {
-        let pid = self.child.id();
+        let pid = self.binary.pid();
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
         let fields: Vec<&str> = stat
             .rsplit(')')
@@ -120,13 +107,6 @@ impl Facade {
 
     fn rss_mb(&self) -> f64 {
         self.usage().1 as f64 / 1e6
-    }
-}
-
-impl Drop for Facade {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -163,12 +143,12 @@ async fn health_latency(addr: SocketAddr) -> String {
 async fn app(channel: &Channel) -> (String, String) {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    harness::app_and_template(channel, &format!("bench-{}-{n}", std::process::id())).await
+    common::app_and_template(channel, &format!("bench-{}-{n}", std::process::id())).await
 }
 
 /// 1. `CALLS` GetApp calls at once on one connection, `rounds` times.
 async fn many_calls(bin: &str, sandbox_url: &str, rounds: usize) -> Vec<String> {
-    let facade = Facade::start(bin, sandbox_url, &[]);
+    let facade = Facade::start(bin, sandbox_url, &[]).await;
     let channel = connect(facade.grpc).await;
     let (app_id, _) = app(&channel).await;
     let rss_start = facade.rss_mb();
@@ -222,7 +202,7 @@ async fn many_calls(bin: &str, sandbox_url: &str, rounds: usize) -> Vec<String> 
 
 /// 2. Streams that send headers and never a body.
 async fn header_only(bin: &str, sandbox_url: &str) -> Vec<String> {
-    let facade = Facade::start(bin, sandbox_url, &[]);
+    let facade = Facade::start(bin, sandbox_url, &[]).await;
     let rss_start = facade.rss_mb();
     let started = Instant::now();
     let mut responses = tokio::task::JoinSet::new();
@@ -285,7 +265,7 @@ async fn header_only(bin: &str, sandbox_url: &str) -> Vec<String> {
 
 /// 3. Idle TCP connections, held by helper processes.
 async fn idle_connections(bin: &str, sandbox_url: &str) -> Vec<String> {
-    let facade = Facade::start(bin, sandbox_url, &[]);
+    let facade = Facade::start(bin, sandbox_url, &[]).await;
     let established = connect(facade.grpc).await;
     let mut helpers = Vec::new();
     for _ in 0..IDLE_CONNECTIONS / IDLE_PER_HELPER {
@@ -344,7 +324,7 @@ async fn idle_connections(bin: &str, sandbox_url: &str) -> Vec<String> {
 
 /// 4. A fresh caller's first WatchRecord message behind another caller's 2,000 watches.
 async fn fairness(bin: &str, sandbox_url: &str, extra: &[(&str, &str)]) -> Vec<String> {
-    let facade = Facade::start(bin, sandbox_url, extra);
+    let facade = Facade::start(bin, sandbox_url, extra).await;
     let fresh = connect(facade.grpc).await;
     let (app_id, template_id) = app(&fresh).await;
     let sent = VerificationServiceClient::new(fresh.clone())
@@ -428,9 +408,8 @@ fn main() {
         let mut config = SandboxConfig::new("bench-key", "bench-secret");
         config.speed = 100.0;
         config.max_verifications = 1_000_000;
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let sandbox_url = format!("http://{}", listener.local_addr().expect("addr"));
-        tokio::spawn(Sandbox::new(config).serve(listener, std::future::pending()));
+        let (_, addr, _) = common::serve_sandbox(config, std::future::pending()).await;
+        let sandbox_url = format!("http://{addr}");
 
         let after = env!("CARGO_BIN_EXE_itnio-otp-grpc").to_owned();
         let mut binaries = Vec::new();

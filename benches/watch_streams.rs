@@ -6,14 +6,20 @@
 //! Reports upstream polls per second (counted by the sandbox), the facade's CPU time and its
 //! resident memory per open stream (from /proc). Run: `cargo bench --bench watch_streams`.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a benchmark: plain tasks, real time"
+)]
+
+#[path = "../tests/common/mod.rs"]
 mod common;
 
 use std::{
-    io::{BufRead, BufReader},
     net::SocketAddr,
-    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
+
+use common::binary::Binary;
 
 use itnio_otp_grpc::{
     proto::v1::{
@@ -23,7 +29,6 @@ use itnio_otp_grpc::{
     },
     sandbox::{Sandbox, SandboxConfig},
 };
-use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
@@ -33,47 +38,31 @@ const STREAMS_PER_CONNECTION: usize = 100;
 const WINDOW: Duration = Duration::from_secs(20);
 const RECORD_BY_ID: &str = "GET /verification/record/{verificationId}";
 
+/// The facade (killed on drop) and its gRPC address.
 struct Facade {
-    child: Child,
+    binary: Binary,
     addr: SocketAddr,
 }
 
 impl Facade {
-    fn start(sandbox_url: &str) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_itnio-otp-grpc"))
-            .env("GRPC_LISTEN_ADDR", "127.0.0.1:0")
-            .env("ITNIO_API_KEY", "bench-key")
-            .env("ITNIO_API_SECRET", "bench-secret")
-            .env("ITNIO_BASE_URL", sandbox_url)
-            .env("METRICS_LISTEN_ADDR", "127.0.0.1:0")
-            .env("ALLOW_UNAUTHENTICATED", "true")
+    async fn start(sandbox_url: &str) -> Self {
+        let binary = Binary::start(&[
+            ("ITNIO_API_KEY", "bench-key"),
+            ("ITNIO_API_SECRET", "bench-secret"),
+            ("ITNIO_BASE_URL", sandbox_url),
+            ("ALLOW_UNAUTHENTICATED", "true"),
             // The sandbox's test numbers, many to one prefix: the guard only counts.
-            .env("ALLOW_TEST_NUMBERS", "true")
-            .env("GUARD_DRY_RUN", "true")
-            .env("RUST_LOG", "warn,itnio_otp_grpc::server=info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the facade binary");
-        let stderr = child.stderr.take().expect("stderr");
-        let mut lines = BufReader::new(stderr).lines();
-        let addr = loop {
-            let line = lines.next().expect("facade log").expect("log line");
-            if let Some(rest) = line.split("addr=").nth(1) {
-                break rest
-                    .split_whitespace()
-                    .next()
-                    .expect("addr")
-                    .parse()
-                    .expect("socket addr");
-            }
-        };
-        std::thread::spawn(move || lines.for_each(drop));
-        Self { child, addr }
+            ("ALLOW_TEST_NUMBERS", "true"),
+            ("GUARD_DRY_RUN", "true"),
+            ("RUST_LOG", "warn,itnio_otp_grpc::server=info"),
+        ]);
+        let addr = binary.addr("gRPC server listening").await;
+        Self { binary, addr }
     }
 
     /// (CPU seconds used so far, resident bytes now), from /proc.
     fn usage(&self) -> (f64, u64) {
-        let pid = self.child.id();
+        let pid = self.binary.pid();
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
         let fields: Vec<&str> = stat
             .rsplit(')')
@@ -91,13 +80,6 @@ impl Facade {
             .and_then(|v| v.parse().ok())
             .expect("VmRSS");
         (ticks / 100.0, rss_kib * 1024)
-    }
-}
-
-impl Drop for Facade {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -223,13 +205,9 @@ async fn main() {
     }
     let mut config = SandboxConfig::new("bench-key", "bench-secret");
     config.speed = 1.0;
-    let sandbox = Sandbox::new(config);
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind sandbox");
-    let sandbox_url = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(sandbox.clone().serve(listener, std::future::pending()));
-    let facade = Facade::start(&sandbox_url);
+    let (sandbox, addr, _) = common::serve_sandbox(config, std::future::pending()).await;
+    let sandbox_url = format!("http://{addr}");
+    let facade = Facade::start(&sandbox_url).await;
     let channel = connect(facade.addr).await;
 
     let few_ids = send_verifications(&channel, "one-each").await;

@@ -146,7 +146,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let (stop_tx, mut stop_rx) = watch::channel(false);
-    tokio::spawn(async move {
+    crate::task::spawn(async move {
         shutdown.await;
         stop_tx.send_replace(true);
     });
@@ -313,7 +313,7 @@ fn start_admin(
     let addr = listener.local_addr().map_err(ServerError::Listener)?;
     info!(%addr, "metrics listening on http://{addr}/metrics");
     let stop = after_drain.signal();
-    Ok(tokio::spawn(async move {
+    Ok(crate::task::spawn(async move {
         if let Err(error) = telemetry::admin::serve(listener, stop).await {
             warn!(%error, "admin HTTP server stopped");
         }
@@ -344,7 +344,7 @@ where
     let server = Server::builder()
         .add_service(health_service)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), after_drain.signal());
-    let task = tokio::spawn(async move {
+    let task = crate::task::spawn(async move {
         if let Err(error) = server.await {
             warn!(%error, "the health port stopped");
         }
@@ -414,7 +414,7 @@ async fn start_sandbox(
     let mut sandbox_config = SandboxConfig::new(api_key.clone(), api_secret.clone());
     sandbox_config.speed = speed;
     let sandbox = Sandbox::new(sandbox_config);
-    let task = tokio::spawn(async move {
+    let task = crate::task::spawn(async move {
         if let Err(error) = sandbox.serve(listener, stop).await {
             warn!(%error, "in-process sandbox stopped");
         }

@@ -152,7 +152,7 @@ pub fn incoming(
     config: Arc<Swap<ServerConfig>>,
 ) -> impl Stream<Item = io::Result<TlsStream<Guarded<TcpStream>>>> {
     let (ready_tx, ready_rx) = mpsc::channel(64);
-    tokio::spawn(async move {
+    crate::task::spawn(async move {
         loop {
             let tcp = tokio::select! {
                 tcp = admit_next(&listener, &connections) => tcp,
@@ -161,7 +161,7 @@ pub fn incoming(
             let peer = tcp.get_ref().peer_addr().ok();
             let acceptor = TlsAcceptor::from(config.get());
             let ready_tx = ready_tx.clone();
-            tokio::spawn(async move {
+            crate::task::spawn(async move {
                 match acceptor.accept(tcp).await {
                     Ok(stream) => {
                         let _ = ready_tx.send(Ok(stream)).await;
@@ -183,7 +183,7 @@ pub fn start(
 ) -> Arc<Swap<ServerConfig>> {
     let current = Arc::new(Swap::from_arc(Arc::clone(&loaded.value)));
     let (files, swap) = (loaded.source.clone(), Arc::clone(&current));
-    tokio::spawn(watch_files(
+    crate::task::spawn(watch_files(
         "TLS files",
         poll_interval,
         stop,

@@ -7,6 +7,8 @@
 //! The outcomes are rendered into `docs/chaos-matrix.md`; the test fails when the checked-in
 //! file differs. `UPDATE_CHAOS_MATRIX=1 cargo test --test chaos` rewrites it.
 
+#![allow(clippy::disallowed_methods, reason = "tests start plain tasks")]
+
 mod common;
 
 use std::{
@@ -212,16 +214,11 @@ struct Rig {
 
 impl Rig {
     async fn start() -> Self {
-        let mut config =
-            itnio_otp_grpc::sandbox::SandboxConfig::new(common::API_KEY, common::API_SECRET);
-        config.speed = 100.0;
-        let sandbox = itnio_otp_grpc::sandbox::Sandbox::new(config);
-        let sandbox_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let sandbox_url = format!("http://{}", sandbox_listener.local_addr().expect("addr"));
-        let (sandbox_stop, sandbox_stopped) = oneshot::channel::<()>();
-        tokio::spawn(sandbox.serve(sandbox_listener, async move {
-            let _ = sandbox_stopped.await;
-        }));
+        let common::RunningSandbox {
+            url: sandbox_url,
+            stop: sandbox_stop,
+            ..
+        } = common::start_sandbox(common::sandbox_config()).await;
 
         let mut server_config = common::upstream_config(&sandbox_url);
         server_config.upstream_timeout = TIMEOUT;

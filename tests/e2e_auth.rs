@@ -3,10 +3,9 @@
 
 mod common;
 
-use std::{
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{path::Path, time::Duration};
+
+use common::{binary::Binary, temp::TempDir};
 
 use itnio_otp_grpc::{
     auth,
@@ -15,7 +14,7 @@ use itnio_otp_grpc::{
     sandbox::{Sandbox, SandboxConfig},
 };
 use sha2::{Digest, Sha256};
-use tokio::{net::TcpListener, sync::oneshot, time::Instant};
+use tokio::{sync::oneshot, time::Instant};
 use tonic::{Code, Request, Status};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use tonic_types::StatusExt;
@@ -23,32 +22,6 @@ use tonic_types::StatusExt;
 const CHECKOUT_TOKEN: &str = "checkout-token-0123456789";
 const ADMIN_TOKEN: &str = "admin-token-9876543210";
 const SEND: &str = "POST /verification/send";
-
-/// A temporary directory for callers files and secrets, removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("itnio-e2e-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        Self(dir)
-    }
-
-    pub fn write(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.0.join(name);
-        // Write then rename, as a deploy would: a reader never sees half a file.
-        let partial = self.0.join(format!(".{name}.partial"));
-        std::fs::write(&partial, text).expect("write");
-        std::fs::rename(&partial, &path).expect("rename");
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        std::fs::remove_dir_all(&self.0).ok();
-    }
-}
 
 fn sha256_hex(token: &str) -> String {
     Sha256::digest(token.as_bytes())
@@ -432,14 +405,8 @@ async fn a_changed_callers_file_applies_without_a_restart_and_a_broken_one_chang
 async fn spawn_sandbox(key: &str, secret: &str) -> (Sandbox, String, oneshot::Sender<()>) {
     let mut config = SandboxConfig::new(key, secret);
     config.speed = 100.0;
-    let sandbox = Sandbox::new(config);
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let base_url = format!("http://{}", listener.local_addr().expect("addr"));
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    tokio::spawn(sandbox.clone().serve(listener, async move {
-        let _ = stop_rx.await;
-    }));
-    (sandbox, base_url, stop_tx)
+    let running = common::start_sandbox(config).await;
+    (running.sandbox, running.url, running.stop)
 }
 
 #[tokio::test]
@@ -518,88 +485,6 @@ async fn each_caller_is_routed_to_its_account() {
     app.shutdown().await;
 }
 
-/// The real binary in sandbox mode with `envs`, and its stderr lines as they come.
-struct Binary {
-    child: std::process::Child,
-    lines: std::sync::mpsc::Receiver<String>,
-}
-
-impl Binary {
-    fn command(envs: &[(&str, &str)]) -> std::process::Command {
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_itnio-otp-grpc"));
-        for name in [
-            "ITNIO_API_KEY",
-            "ITNIO_API_SECRET",
-            "ITNIO_API_SECRET_FILE",
-            "ITNIO_BASE_URL",
-            "CALLERS_FILE",
-            "ALLOW_UNAUTHENTICATED",
-            "ITNIO_MODE",
-        ] {
-            command.env_remove(name);
-        }
-        command
-            .env("GRPC_LISTEN_ADDR", "127.0.0.1:0")
-            .env("METRICS_LISTEN_ADDR", "127.0.0.1:0")
-            .env("RUST_LOG", "info")
-            .envs(envs.iter().copied());
-        command
-    }
-
-    fn start(envs: &[(&str, &str)]) -> Self {
-        use std::io::BufRead;
-        let mut child = Self::command(envs)
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("start binary");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                let _ = tx.send(line);
-            }
-        });
-        Self { child, lines }
-    }
-
-    /// The lines before the first one containing `needle` (which must come within 30 s).
-    fn lines_before(&self, needle: &str) -> Vec<String> {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        let mut before = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return before,
-                Ok(line) => before.push(line),
-                Err(error) => panic!("no log line with {needle:?} after {before:#?}: {error}"),
-            }
-        }
-    }
-
-    /// The first line containing `needle`, within 30 s.
-    fn wait_for(&self, needle: &str) -> String {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(error) => panic!("no log line with {needle:?}: {error}"),
-            }
-        }
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test]
 async fn sighup_reloads_the_callers_file_of_the_running_binary() {
     let dir = TempDir::new("sighup");
@@ -608,14 +493,7 @@ async fn sighup_reloads_the_callers_file_of_the_running_binary() {
         ("CALLERS_FILE", path.to_str().expect("utf-8")),
         ("FILE_POLL_INTERVAL", "1h"),
     ]);
-    let line = binary.wait_for("gRPC server listening");
-    let addr = line
-        .split("addr=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .expect("addr")
-        .parse()
-        .expect("socket addr");
+    let addr = binary.addr("gRPC server listening").await;
     let mut flows = itnio_otp_grpc::proto::v1::flow_service_client::FlowServiceClient::new(
         common::connect(addr).await,
     );
@@ -625,14 +503,11 @@ async fn sighup_reloads_the_callers_file_of_the_running_binary() {
         .await
         .expect("old token");
 
+    let mark = binary.lines_so_far();
     dir.write("callers.toml", &caller("ops", "new-token", &["*"], ""));
     // With an hour between polls, only the signal can make the change visible.
-    let status = std::process::Command::new("sh")
-        .args(["-c", &format!("kill -HUP {}", binary.child.id())])
-        .status()
-        .expect("kill -HUP");
-    assert!(status.success());
-    binary.wait_for("reloaded");
+    binary.signal("HUP");
+    binary.wait_for_since(mark, "reloaded").await;
     flows
         .list_flows(list("new-token"))
         .await
@@ -644,14 +519,14 @@ async fn sighup_reloads_the_callers_file_of_the_running_binary() {
     assert_eq!(old.code(), Code::Unauthenticated);
 }
 
-#[test]
-fn a_broken_callers_file_or_live_credentials_without_one_exit_64() {
+#[tokio::test]
+async fn a_broken_callers_file_or_live_credentials_without_one_exit_64() {
     let dir = TempDir::new("exit64");
     let path = dir.write(
         "callers.toml",
         &caller("ops", "some-token", &["*"], "account = \"nowhere\""),
     );
-    let output = Binary::command(&[("CALLERS_FILE", path.to_str().expect("utf-8"))])
+    let output = common::binary::command(&[("CALLERS_FILE", path.to_str().expect("utf-8"))])
         .output()
         .expect("run binary");
     assert_eq!(output.status.code(), Some(64));
@@ -665,7 +540,7 @@ fn a_broken_callers_file_or_live_credentials_without_one_exit_64() {
         ("ITNIO_API_SECRET", "s"),
         ("ITNIO_BASE_URL", "http://127.0.0.1:9"),
     ];
-    let output = Binary::command(&live).output().expect("run binary");
+    let output = common::binary::command(&live).output().expect("run binary");
     assert_eq!(output.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--allow-unauthenticated"), "{stderr}");
@@ -673,17 +548,20 @@ fn a_broken_callers_file_or_live_credentials_without_one_exit_64() {
     let mut allowed = live.to_vec();
     allowed.push(("ALLOW_UNAUTHENTICATED", "true"));
     let binary = Binary::start(&allowed);
-    let warning = binary.wait_for("CALLERS_FILE");
+    let before = binary.lines_before("gRPC server listening").await;
+    let warning = before
+        .iter()
+        .find(|l| l.contains("CALLERS_FILE"))
+        .unwrap_or_else(|| panic!("no CALLERS_FILE warning before listening: {before:#?}"));
     assert!(warning.contains("WARN"), "{warning}");
-    binary.wait_for("gRPC server listening");
 }
 
 /// The unauthenticated warning is for live credentials: the sandbox (no real messages) starts
 /// without a callers file and without the warning.
-#[test]
-fn the_sandbox_without_a_callers_file_does_not_warn_about_it() {
+#[tokio::test]
+async fn the_sandbox_without_a_callers_file_does_not_warn_about_it() {
     let sandbox = Binary::start(&[]);
-    let before = sandbox.lines_before("gRPC server listening");
+    let before = sandbox.lines_before("gRPC server listening").await;
     assert!(
         before.iter().all(|line| !line.contains("CALLERS_FILE")),
         "{before:#?}"

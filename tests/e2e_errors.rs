@@ -1,6 +1,8 @@
 //! End to end: every upstream status and transport failure becomes the documented gRPC status
 //! with details; invalid input is refused before any upstream request.
 
+#![allow(clippy::disallowed_methods, reason = "tests start plain tasks")]
+
 mod common;
 
 use std::time::Duration;
@@ -271,7 +273,7 @@ async fn silent_upstream_hits_the_callers_deadline() {
     // 2 s: the server gives up 200 ms before the caller's own timer fires, enough head start for
     // its DEADLINE_EXCEEDED to arrive first even on a busy machine.
     request.set_timeout(Duration::from_secs(2));
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let status = apps.get_app(request).await.expect_err("timeout");
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
     assert_eq!(

@@ -1,13 +1,15 @@
 //! End to end: idempotent sends (AIP-155) on one replica, over real sockets, with ITNIO behind a
 //! fault-injecting proxy that counts what reaches it.
 
+#![allow(clippy::disallowed_methods, reason = "tests start plain tasks")]
+
 mod common;
 mod faults;
 
 use std::{num::NonZeroU32, sync::Arc, time::Duration};
 
 use common::TEST_NUMBER;
-use faults::{Fault, FaultProxy, SEND, app_and_template, sandbox_behind_proxy};
+use faults::{Fault, FaultProxy, SEND, sandbox_behind_proxy};
 use itnio_otp_grpc::{
     accounts::Accounts,
     caller::Caller,
@@ -47,7 +49,7 @@ impl Rig {
         config.upstream_timeout = upstream_timeout;
         let (addr, _server) = common::spawn_server(config, std::future::pending()).await;
         let channel = common::connect(addr).await;
-        let (app_id, template_id) = app_and_template(&channel).await;
+        let (app_id, template_id) = common::app_and_template(&channel, "idem").await;
         Self {
             proxy,
             sandbox,
@@ -413,7 +415,8 @@ async fn a_caller_over_its_send_rate_is_refused_with_quota_failure() {
         std::future::pending(),
     )
     .await;
-    let (app_id, template_id) = app_and_template(&common::connect(addr).await).await;
+    let (app_id, template_id) =
+        common::app_and_template(&common::connect(addr).await, "idem").await;
     let store: SharedStore = Arc::new(MemoryStore::default());
     let guard = Guard::new(Policy::default(), store.clone());
     let api = VerificationApi::new(

@@ -2,17 +2,24 @@
 //! listener errors, what the kubelet sees (health, drain on SIGTERM), `/metrics`, the access
 //! log (request id, JSON format) and that no phone number, code or secret reaches any log line.
 
+#![allow(clippy::disallowed_methods, reason = "tests start plain tasks")]
+
 mod common;
 
 use std::{
     collections::HashMap,
-    io::{BufRead, BufReader},
     net::SocketAddr,
-    process::{Child, Command, Stdio},
+    process::Command,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
+use common::{
+    SERVICES,
+    binary::{Binary, WAIT},
+    sockets::{is_listening, socket_inode},
+    temp::TempDir,
+};
 use itnio_otp_grpc::{
     proto::v1::{
         self as pb, ListFlowsRequest, app_service_client::AppServiceClient,
@@ -27,140 +34,16 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-const SERVICES: [&str; 6] = [
-    "",
-    "itnio.otp.v1.AppService",
-    "itnio.otp.v1.TemplateService",
-    "itnio.otp.v1.FlowService",
-    "itnio.otp.v1.VerificationService",
-    "itnio.otp.v1.RecordService",
-];
-const WAIT: Duration = Duration::from_secs(30);
-
-/// The binary with a clean ITNIO environment; every stderr line is kept.
-struct Binary {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Binary {
-    fn start(envs: &[(&str, &str)]) -> Self {
-        Self::spawn(command(envs))
-    }
-
-    fn spawn(mut command: Command) -> Self {
-        let mut child = command
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start binary");
-        let stderr = child.stderr.take().expect("stderr");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&lines);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().expect("lines").push(line);
-            }
-        });
-        Self { child, lines }
-    }
-
-    fn log(&self) -> Vec<String> {
-        self.lines.lock().expect("lines").clone()
-    }
-
-    /// Polls the log (deadline [`WAIT`]) for a line containing `needle`; returns that line.
-    async fn wait_for(&self, needle: &str) -> String {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            if let Some(line) = self.log().into_iter().find(|l| l.contains(needle)) {
-                return line;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no log line containing {needle:?} in {:#?}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// The `addr` field of the first line containing `needle` (text or JSON logs).
-    async fn addr(&self, needle: &str) -> SocketAddr {
-        let line = self.wait_for(needle).await;
-        let rest = line
-            .split("addr=")
-            .nth(1)
-            .or_else(|| line.split("\"addr\":\"").nth(1))
-            .unwrap_or_else(|| panic!("no addr in {line:?}"));
-        rest.split(|c: char| c.is_whitespace() || c == '"')
-            .next()
-            .and_then(|addr| addr.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-    }
-
-    async fn grpc(&self) -> Channel {
-        common::connect(self.addr("gRPC server listening").await).await
-    }
-
-    fn sigterm(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-    }
-
-    /// Waits (deadline [`WAIT`]) for the process to exit.
-    async fn exit(&mut self) -> std::process::ExitStatus {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "binary did not exit"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The binary with no ITNIO or listener settings inherited, on port 0 for gRPC and metrics.
+/// The binary as [`common::binary::command`] makes it, its in-process sandbox 100× faster.
 fn command(envs: &[(&str, &str)]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_itnio-otp-grpc"));
-    for name in [
-        "ITNIO_API_KEY",
-        "ITNIO_API_SECRET",
-        "ITNIO_API_SECRET_FILE",
-        "ITNIO_BASE_URL",
-        "ITNIO_MODE",
-        "LOG_FORMAT",
-        "CALLERS_FILE",
-        "ALLOW_UNAUTHENTICATED",
-        "GUARD_POLICY_FILE",
-        "GUARD_DRY_RUN",
-        "PHONE_DEFAULT_REGION",
-        "ALLOW_TEST_NUMBERS",
-    ] {
-        command.env_remove(name);
-    }
+    let mut command = common::binary::command(&[("SANDBOX_SPEED", "100")]);
+    command.envs(envs.iter().copied());
     command
-        .env("GRPC_LISTEN_ADDR", "127.0.0.1:0")
-        .env("METRICS_LISTEN_ADDR", "127.0.0.1:0")
-        .env("SANDBOX_SPEED", "100")
-        .env("RUST_LOG", "info");
-    for (key, value) in envs {
-        command.env(key, value);
-    }
-    command
+}
+
+/// Starts [`command`]`(envs)`.
+fn start(envs: &[(&str, &str)]) -> Binary {
+    Binary::spawn(command(envs))
 }
 
 /// Runs the binary to completion; returns its exit code and stderr.
@@ -195,7 +78,11 @@ fn values_that_do_not_parse_exit_64_naming_the_environment_variable() {
         ("METRICS_LISTEN_ADDR", "9090", "invalid socket address"),
         ("ITNIO_MODE", "production", "expected one of live, sandbox"),
         ("WORKER_THREADS", "0", "number would be zero"),
-        ("ITNIO_HTTP_VERSION", "h3", "expected one of auto, http1, http2"),
+        (
+            "ITNIO_HTTP_VERSION",
+            "h3",
+            "expected one of auto, http1, http2",
+        ),
         ("WORKER_THREADS", "two", "invalid digit"),
     ] {
         let (code, stderr) = run_to_exit(&[(name, value)]);
@@ -257,14 +144,14 @@ async fn ca_roots_are_needed_only_for_an_https_upstream() {
         ("ALLOW_UNAUTHENTICATED", "true"),
     ];
     https.extend(no_roots);
-    let mut refused = Binary::start(&https);
+    let mut refused = start(&https);
     let status = refused.exit().await;
     assert_eq!(status.code(), Some(1), "{:#?}", refused.log());
     refused.wait_for("no CA root certificates").await;
     // An http:// upstream (here the in-process sandbox) starts without them.
     let mut sandbox = vec![("ITNIO_MODE", "sandbox")];
     sandbox.extend(no_roots);
-    let binary = Binary::start(&sandbox);
+    let binary = start(&sandbox);
     FlowServiceClient::new(binary.grpc().await)
         .list_flows(ListFlowsRequest {})
         .await
@@ -282,7 +169,7 @@ async fn itnio_http_version_http2_calls_an_http2_only_upstream() {
             ("ALLOW_UNAUTHENTICATED", "true"),
         ];
         envs.extend(version.map(|v| ("ITNIO_HTTP_VERSION", v)));
-        let binary = Binary::start(&envs);
+        let binary = start(&envs);
         let reply = FlowServiceClient::new(binary.grpc().await)
             .list_flows(ListFlowsRequest {})
             .await;
@@ -295,7 +182,7 @@ async fn itnio_http_version_http2_calls_an_http2_only_upstream() {
         }
     }
     // The sandbox speaks HTTP/2 too (and HTTP/1.1 on the same port).
-    let binary = Binary::start(&[("ITNIO_MODE", "sandbox"), ("ITNIO_HTTP_VERSION", "http2")]);
+    let binary = start(&[("ITNIO_MODE", "sandbox"), ("ITNIO_HTTP_VERSION", "http2")]);
     FlowServiceClient::new(binary.grpc().await)
         .list_flows(ListFlowsRequest {})
         .await
@@ -309,7 +196,7 @@ async fn worker_threads_are_the_cpus_by_default_and_worker_threads_when_set() {
         (vec![("ITNIO_MODE", "sandbox")], cpus),
         (vec![("ITNIO_MODE", "sandbox"), ("WORKER_THREADS", "3")], 3),
     ] {
-        let binary = Binary::start(&envs);
+        let binary = start(&envs);
         let line = binary.wait_for("runtime started").await;
         assert!(
             line.contains(&format!("worker_threads={expected}")),
@@ -362,7 +249,7 @@ async fn health_of(channel: &Channel, service: &str) -> tonic::Response<i32> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sandbox_mode_ignores_credentials_and_says_so_in_health_and_metrics() {
-    let binary = Binary::start(&[
+    let binary = start(&[
         ("ITNIO_MODE", "sandbox"),
         ("ITNIO_API_KEY", "real-looking-key"),
         ("ITNIO_API_SECRET", "real-looking-secret"),
@@ -418,6 +305,11 @@ async fn health_turns_not_serving_as_soon_as_shutdown_starts() {
 }
 
 /// The ports that outlive the drain (plaintext health, admin) close once the server has stopped.
+///
+/// "Closed" is checked on the listening sockets themselves, by inode, not by connecting to their
+/// port numbers: once released, a number can be bound by any other test of this binary (or of a
+/// concurrent run) before the check, and a refused or accepted connection would then say nothing
+/// about this server (CI once saw "127.0.0.1:46649 is still open after the server stopped").
 #[tokio::test]
 async fn the_health_and_admin_ports_close_when_the_server_stops() {
     let bind = || tokio::net::TcpListener::bind("127.0.0.1:0");
@@ -427,6 +319,7 @@ async fn the_health_and_admin_ports_close_when_the_server_stops() {
         bind().await.expect("bind"),
     );
     let after_drain = [admin.local_addr(), health.local_addr()].map(|a| a.expect("addr"));
+    let sockets = [socket_inode(&admin), socket_inode(&health)];
     let listeners = Listeners {
         grpc,
         admin: Some(admin),
@@ -438,10 +331,14 @@ async fn the_health_and_admin_ports_close_when_the_server_stops() {
     let server = tokio::spawn(server::serve(config, listeners, async move {
         let _ = stopped.await;
     }));
-    for addr in after_drain {
+    for (addr, inode) in after_drain.into_iter().zip(sockets) {
         tokio::net::TcpStream::connect(addr)
             .await
             .expect("open while serving");
+        assert!(
+            is_listening(inode),
+            "{addr} (socket {inode}) is not listening"
+        );
     }
     stop.send(()).expect("the server is running");
     tokio::time::timeout(WAIT, server)
@@ -449,10 +346,10 @@ async fn the_health_and_admin_ports_close_when_the_server_stops() {
         .expect("stops before the deadline")
         .expect("server task")
         .expect("server runs");
-    for addr in after_drain {
+    for (addr, inode) in after_drain.into_iter().zip(sockets) {
         assert!(
-            tokio::net::TcpStream::connect(addr).await.is_err(),
-            "{addr} is still open after the server stopped"
+            !is_listening(inode),
+            "{addr} (socket {inode}) is still listening after the server stopped"
         );
     }
 }
@@ -517,20 +414,13 @@ async fn in_flight_calls_finish_on_sigterm_in_sandbox_mode() {
     const CALLS: usize = 64;
     // 64 sends at once to one number prefix is what the send guard stops: it only logs and
     // counts here, so every call reaches the drain.
-    let mut binary = Binary::start(&[("ITNIO_MODE", "sandbox"), ("GUARD_DRY_RUN", "true")]);
+    let mut binary = start(&[("ITNIO_MODE", "sandbox"), ("GUARD_DRY_RUN", "true")]);
     let channel = binary.grpc().await;
-    let (app_id, template_id) = app_and_template(&channel).await;
+    let (app_id, template_id) = common::app_and_template(&channel, "ops").await;
     let calls = send_many(&channel, &app_id, &template_id, CALLS);
     // SIGTERM as soon as the server has answered one of them (the rest are then in flight or
-    // about to be): polled with a deadline, never a fixed sleep.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !binary.log().iter().any(|l| l.contains("\"inflight-")) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no call reached the server"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    // about to be): woken by the log line, with a deadline, never a fixed sleep.
+    binary.wait_for("\"inflight-").await;
     binary.sigterm();
     let mut results = Vec::new();
     for call in calls {
@@ -558,33 +448,6 @@ async fn in_flight_calls_finish_on_sigterm_in_sandbox_mode() {
         "no call reached the server before SIGTERM"
     );
     assert!(failed.is_empty(), "{} failed: {failed:?}", failed.len());
-}
-
-async fn app_and_template(channel: &Channel) -> (String, String) {
-    let app = AppServiceClient::new(channel.clone())
-        .create_app(pb::CreateAppRequest {
-            name: "ops-app".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("create app")
-        .into_inner()
-        .app
-        .expect("app");
-    let template = pb::template_service_client::TemplateServiceClient::new(channel.clone())
-        .create_template(pb::CreateTemplateRequest {
-            app_id: app.app_id.clone(),
-            name: "ops-tpl".into(),
-            text: "##code## is your code".into(),
-            code_length: Some(4),
-            ..Default::default()
-        })
-        .await
-        .expect("create template")
-        .into_inner()
-        .template
-        .expect("template");
-    (app.app_id, template.template_id)
 }
 
 /// One Prometheus text exposition, parsed: samples by name and label set, and declared types.
@@ -692,7 +555,7 @@ async fn scrape(addr: SocketAddr) -> Exposition {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_parse_as_prometheus_text_and_counters_move() {
-    let binary = Binary::start(&[]);
+    let binary = start(&[]);
     let channel = binary.grpc().await;
     let metrics_addr = binary.addr("metrics listening").await;
     let ok = [
@@ -704,7 +567,7 @@ async fn metrics_parse_as_prometheus_text_and_counters_move() {
     let before_ok = before
         .value("grpc_server_requests_total", &ok)
         .unwrap_or(0.0);
-    let (app_id, template_id) = app_and_template(&channel).await;
+    let (app_id, template_id) = common::app_and_template(&channel, "ops").await;
     let bad = AppServiceClient::new(channel.clone())
         .create_app(pb::CreateAppRequest {
             name: "ab".into(),
@@ -840,23 +703,20 @@ async fn the_whole_log_of_a_run_holds_no_number_code_secret_or_userinfo() {
         .env("SANDBOX_API_SECRET", SECRET);
     let mut emulator = Binary::spawn(emulator);
     let sandbox_addr = emulator.addr("ITNIO sandbox listening").await;
-    let secret_file = std::env::temp_dir().join(format!("itnio-log-test-{}", std::process::id()));
-    std::fs::write(&secret_file, format!("{SECRET}\n")).expect("secret file");
+    let dir = TempDir::new("log-test");
+    let secret_file = dir.write("secret", &format!("{SECRET}\n"));
     let base_url = format!("http://{USERINFO}@{sandbox_addr}");
-    let callers_file =
-        std::env::temp_dir().join(format!("itnio-log-test-callers-{}", std::process::id()));
     let token_hash: String = sha2::Sha256::digest(LOG_TEST_TOKEN.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    std::fs::write(
-        &callers_file,
-        format!(
+    let callers_file = dir.write(
+        "callers.toml",
+        &format!(
             "[[callers]]\nname = \"privacy\"\ntoken_sha256 = \"{token_hash}\"\nallow = [\"*\"]\n"
         ),
-    )
-    .expect("callers file");
-    let mut facade = Binary::start(&[
+    );
+    let mut facade = start(&[
         debug_json[0],
         debug_json[1],
         ("ITNIO_MODE", "live"),
@@ -971,7 +831,6 @@ async fn the_whole_log_of_a_run_holds_no_number_code_secret_or_userinfo() {
     assert!(facade.exit().await.success());
     emulator.sigterm();
     assert!(emulator.exit().await.success());
-    std::fs::remove_file(&callers_file).ok();
 
     let mut lines = facade.log();
     let facade_lines = lines.len();
@@ -1225,8 +1084,7 @@ async fn tls_upstream(alpn: &[&[u8]]) -> (u16, Arc<Mutex<Vec<String>>>, String) 
 async fn alpn_chooses_the_upstream_http_version_on_https() {
     let both = tls_upstream(&[b"h2", b"http/1.1"]).await;
     let h1_only = tls_upstream(&[b"http/1.1"]).await;
-    let dir = std::env::temp_dir().join(format!("itnio-alpn-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dir = TempDir::new("alpn");
     let cases = [
         (&both, None, Some("h2")),
         (&both, Some("http1"), Some("http/1.1")),
@@ -1234,8 +1092,7 @@ async fn alpn_chooses_the_upstream_http_version_on_https() {
         (&h1_only, Some("http2"), None),
     ];
     for (n, ((port, negotiated, ca_pem), version, expected)) in cases.into_iter().enumerate() {
-        let ca_file = dir.join(format!("ca-{n}.pem"));
-        std::fs::write(&ca_file, ca_pem).expect("CA file");
+        let ca_file = dir.write(&format!("ca-{n}.pem"), ca_pem);
         let base_url = format!("https://localhost:{port}/otp");
         let mut envs = vec![
             ("ITNIO_BASE_URL", base_url.as_str()),
@@ -1246,7 +1103,7 @@ async fn alpn_chooses_the_upstream_http_version_on_https() {
         ];
         envs.extend(version.map(|v| ("ITNIO_HTTP_VERSION", v)));
         negotiated.lock().expect("negotiated").clear();
-        let binary = Binary::start(&envs);
+        let binary = start(&envs);
         let reply = FlowServiceClient::new(binary.grpc().await)
             .list_flows(ListFlowsRequest {})
             .await;
@@ -1262,5 +1119,4 @@ async fn alpn_chooses_the_upstream_http_version_on_https() {
             }
         }
     }
-    std::fs::remove_dir_all(&dir).ok();
 }

@@ -1,17 +1,15 @@
 //! End to end across replicas: two service processes (the real binary) sharing a real
 //! `redis-server`, ITNIO behind a fault proxy counting what reaches it; and Redis killed mid-test.
 
+#![allow(clippy::disallowed_methods, reason = "tests start plain tasks")]
+
 mod common;
 mod faults;
 
-use std::{num::NonZeroU32, sync::Arc, time::Duration};
+use std::{net::SocketAddr, num::NonZeroU32, sync::Arc, time::Duration};
 
-use common::TEST_NUMBER;
-use faults::{
-    Fault, FaultProxy, SEND, app_and_template,
-    redis::{RedisServer, Replica},
-    sandbox_behind_proxy,
-};
+use common::{TEST_NUMBER, binary::Binary, redis::RedisServer, temp::TempDir};
+use faults::{Fault, FaultProxy, SEND, sandbox_behind_proxy};
 use itnio_otp_grpc::{
     caller::Caller,
     proto::v1::{
@@ -27,6 +25,41 @@ use tonic::{Code, Request, Status, transport::Channel};
 use tonic_types::StatusExt;
 
 const LONG: Duration = Duration::from_secs(10);
+
+/// The service binary running as its own process, as replicas run in production; killed when
+/// dropped.
+struct Replica {
+    addr: SocketAddr,
+    _binary: Binary,
+}
+
+impl Replica {
+    /// Starts the binary against ITNIO at `base_url`, sharing state in `redis_url`, with the
+    /// send guard in dry-run: these replicas resend to one number on purpose.
+    async fn start(base_url: &str, redis_url: &str) -> Self {
+        Self::start_with(base_url, redis_url, &[("GUARD_DRY_RUN", "true")]).await
+    }
+
+    /// Like [`Replica::start`], with the send guard as `envs` set it.
+    async fn start_with(base_url: &str, redis_url: &str, envs: &[(&str, &str)]) -> Self {
+        let mut command = common::binary::command(&[
+            ("ALLOW_UNAUTHENTICATED", "true"),
+            ("ITNIO_BASE_URL", base_url),
+            ("ITNIO_API_KEY", common::API_KEY),
+            ("ITNIO_API_SECRET", common::API_SECRET),
+            ("ITNIO_TIMEOUT", "5s"),
+            ("REDIS_URL", redis_url),
+            // The sandbox behind the proxy is called as ITNIO: its test numbers apply.
+            ("ALLOW_TEST_NUMBERS", "true"),
+        ]);
+        command.envs(envs.iter().copied());
+        let binary = Binary::spawn(command);
+        Self {
+            addr: binary.addr("gRPC server listening").await,
+            _binary: binary,
+        }
+    }
+}
 
 struct Client {
     channel: Channel,
@@ -76,7 +109,7 @@ impl Cluster {
             Client::of(&replicas[0]).await,
             Client::of(&replicas[1]).await,
         );
-        let (app_id, template_id) = app_and_template(&a.channel).await;
+        let (app_id, template_id) = common::app_and_template(&a.channel, "idem").await;
         Self {
             redis,
             proxy,
@@ -332,12 +365,11 @@ async fn the_send_guard_is_shared_by_replicas() {
     const VERIFY: &str = "POST /verification/verify";
     let redis = RedisServer::start().await;
     let (_sandbox, proxy) = sandbox_behind_proxy().await;
-    let policy = std::env::temp_dir().join(format!("guard-redis-{}.toml", std::process::id()));
-    std::fs::write(
-        &policy,
+    let dir = TempDir::new("guard-redis");
+    let policy = dir.write(
+        "guard.toml",
         "[defaults]\nper_number = { sends = 3, window = \"1h\" }\nmax_check_attempts = 2\n",
-    )
-    .expect("policy file");
+    );
     let envs = [("GUARD_POLICY_FILE", policy.to_str().expect("utf-8"))];
     let replicas = [
         Replica::start_with(&proxy.url(), &redis.url(), &envs).await,
@@ -347,7 +379,7 @@ async fn the_send_guard_is_shared_by_replicas() {
         Client::of(&replicas[0]).await,
         Client::of(&replicas[1]).await,
     );
-    let (app_id, template_id) = app_and_template(&a.channel).await;
+    let (app_id, template_id) = common::app_and_template(&a.channel, "idem").await;
     let request = |replace_pending| pb::SendVerificationRequest {
         app_id: app_id.clone(),
         template_id: template_id.clone(),
@@ -390,7 +422,6 @@ async fn the_send_guard_is_shared_by_replicas() {
     assert_eq!(capped.code(), Code::FailedPrecondition);
     assert_eq!(reason(&capped), "TOO_MANY_CHECK_ATTEMPTS");
     assert_eq!(proxy.count(VERIFY), 2);
-    std::fs::remove_file(&policy).ok();
 }
 
 /// The same contract, checked on both backends.

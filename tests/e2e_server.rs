@@ -2,25 +2,13 @@
 
 mod common;
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::time::Duration;
 
+use common::{SERVICES, binary::Binary};
 use itnio_otp_grpc::proto::v1::{self as pb, app_service_client::AppServiceClient};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
-
-const SERVICES: [&str; 6] = [
-    "",
-    "itnio.otp.v1.AppService",
-    "itnio.otp.v1.TemplateService",
-    "itnio.otp.v1.FlowService",
-    "itnio.otp.v1.VerificationService",
-    "itnio.otp.v1.RecordService",
-];
 
 #[tokio::test]
 async fn health_reports_every_service_serving() {
@@ -39,86 +27,15 @@ async fn health_reports_every_service_serving() {
     app.shutdown().await;
 }
 
-/// The binary with no credentials, its stderr lines, and the address it listens on.
-struct Binary {
-    child: Child,
-    stderr: std::sync::mpsc::Receiver<String>,
-}
-
-impl Binary {
-    fn start(envs: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_itnio-otp-grpc"));
-        command
-            .env_remove("ITNIO_API_KEY")
-            .env_remove("ITNIO_API_SECRET")
-            .env_remove("ITNIO_API_SECRET_FILE")
-            .env_remove("ITNIO_BASE_URL")
-            .env("GRPC_LISTEN_ADDR", "127.0.0.1:0")
-            .env("METRICS_LISTEN_ADDR", "127.0.0.1:0")
-            .env("RUST_LOG", "info")
-            .stderr(Stdio::piped());
-        for (key, value) in envs {
-            command.env(key, value);
-        }
-        Self::spawn(command)
-    }
-
-    fn spawn(mut command: Command) -> Self {
-        let mut child = command.spawn().expect("start binary");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Self { child, stderr: rx }
-    }
-
-    /// Waits up to 20 s for a stderr line containing `needle`; returns every line up to and
-    /// including it.
-    fn wait_for(&self, needle: &str) -> Vec<String> {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        let mut seen = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let line = self
-                .stderr
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no log line containing {needle:?} in {seen:?}"));
-            let found = line.contains(needle);
-            seen.push(line);
-            if found {
-                return seen;
-            }
-        }
-    }
-
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        self.child.wait().expect("wait")
-    }
-}
-
-// Multi-threaded: `terminate` blocks this thread while the client's connection task must still
-// run to answer the server's GOAWAY.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn binary_defaults_to_the_sandbox_and_stops_on_sigterm() {
     let mut binary = Binary::start(&[]);
-    binary.wait_for("in-process SANDBOX");
-    let lines = binary.wait_for("gRPC server listening");
-    let addr = lines[lines.len() - 1]
-        .split("addr=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .expect("addr in log line")
-        .parse()
-        .expect("socket address");
+    let before = binary.lines_before("gRPC server listening").await;
+    assert!(
+        before.iter().any(|l| l.contains("in-process SANDBOX")),
+        "{before:#?}"
+    );
+    let addr = binary.addr("gRPC server listening").await;
     let mut apps = AppServiceClient::new(common::connect(addr).await);
     let app = apps
         .create_app(pb::CreateAppRequest {
@@ -129,8 +46,8 @@ async fn binary_defaults_to_the_sandbox_and_stops_on_sigterm() {
         .expect("create app against the in-process sandbox")
         .into_inner();
     assert_eq!(app.app.expect("app").name, "from-binary");
-    let started = std::time::Instant::now();
-    let status = binary.terminate();
+    let started = tokio::time::Instant::now();
+    let status = binary.terminate().await;
     assert!(status.success(), "graceful exit, got {status:?}");
     // The default grace is 10 s; an idle client connection must not hold the drain open.
     assert!(
@@ -142,10 +59,7 @@ async fn binary_defaults_to_the_sandbox_and_stops_on_sigterm() {
 
 #[test]
 fn bad_configuration_exits_64_before_binding() {
-    let output = Command::new(env!("CARGO_BIN_EXE_itnio-otp-grpc"))
-        .env("ITNIO_API_KEY", "key-without-secret")
-        .env_remove("ITNIO_API_SECRET")
-        .env_remove("ITNIO_API_SECRET_FILE")
+    let output = common::binary::command(&[("ITNIO_API_KEY", "key-without-secret")])
         .output()
         .expect("run binary");
     assert_eq!(output.status.code(), Some(64));
@@ -165,9 +79,9 @@ async fn secrets_never_reach_the_log() {
         ("ALLOW_UNAUTHENTICATED", "true"),
         ("RUST_LOG", "debug"),
     ]);
-    let mut lines = binary.wait_for("gRPC server listening");
-    binary.terminate();
-    lines.extend(binary.stderr.iter());
+    binary.wait_for("gRPC server listening").await;
+    binary.terminate().await;
+    let lines = binary.log();
     assert!(lines.iter().any(|l| l.contains("calling the ITNIO API")));
     assert!(
         lines.iter().all(|l| !l.contains("very-secret-value")),
@@ -232,21 +146,12 @@ async fn reflection_v1_and_v1alpha_list_every_service() {
     app.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn sandbox_subcommand_serves_the_emulator_alone() {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_itnio-otp-grpc"));
-    command
-        .args(["sandbox", "--listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped());
+    let mut command = common::binary::command(&[]);
+    command.args(["sandbox", "--listen", "127.0.0.1:0"]);
     let mut binary = Binary::spawn(command);
-    let lines = binary.wait_for("ITNIO sandbox listening");
-    let addr = lines[lines.len() - 1]
-        .split("addr=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .expect("addr in log line")
-        .to_owned();
+    let addr = binary.addr("ITNIO sandbox listening").await;
     let stats: serde_json::Value = reqwest::get(format!("http://{addr}/_sandbox/stats"))
         .await
         .expect("stats")
@@ -262,5 +167,5 @@ async fn sandbox_subcommand_serves_the_emulator_alone() {
         .await
         .expect("json");
     assert_eq!(reply["status"], "-1");
-    assert!(binary.terminate().success());
+    assert!(binary.terminate().await.success());
 }

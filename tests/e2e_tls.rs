@@ -1,9 +1,13 @@
 //! End to end: TLS and mTLS on the gRPC port (certificates made at test time with rcgen),
 //! certificate reload, and the plaintext health port.
 
+#![allow(clippy::disallowed_methods, reason = "tests start plain tasks")]
+
 mod common;
 
 use std::{path::PathBuf, time::Duration};
+
+use common::temp::TempDir;
 
 use itnio_otp_grpc::{
     auth,
@@ -76,31 +80,6 @@ impl Ca {
             cert: cert.pem(),
             key: key.serialize_pem(),
         }
-    }
-}
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("itnio-tls-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        Self(dir)
-    }
-
-    /// Writes then renames, so the server's poll never reads half a file.
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.0.join(name);
-        let partial = self.0.join(format!(".{name}.partial"));
-        std::fs::write(&partial, text).expect("write");
-        std::fs::rename(&partial, &path).expect("rename");
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        std::fs::remove_dir_all(&self.0).ok();
     }
 }
 
@@ -321,17 +300,18 @@ async fn spawn_tls_app_with(
     callers: Option<PathBuf>,
     health: Option<TcpListener>,
 ) -> TlsApp {
-    let sandbox = itnio_otp_grpc::sandbox::Sandbox::new(
-        itnio_otp_grpc::sandbox::SandboxConfig::new(common::API_KEY, common::API_SECRET),
-    );
-    let sandbox_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let base_url = format!("http://{}", sandbox_listener.local_addr().expect("addr"));
+    let common::RunningSandbox {
+        sandbox,
+        url,
+        stop: sandbox_stop_tx,
+        ..
+    } = common::start_sandbox(itnio_otp_grpc::sandbox::SandboxConfig::new(
+        common::API_KEY,
+        common::API_SECRET,
+    ))
+    .await;
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let (sandbox_stop_tx, sandbox_stop_rx) = oneshot::channel::<()>();
-    tokio::spawn(sandbox.clone().serve(sandbox_listener, async move {
-        let _ = sandbox_stop_rx.await;
-    }));
-    let mut config = common::upstream_config(&base_url);
+    let mut config = common::upstream_config(&url);
     use_tls(&mut config, dir, mutual);
     if let Some(path) = callers {
         let attempt = auth::file::load(&path);

@@ -3,12 +3,11 @@
 //! Health/Check (on the plaintext health port and, where a connection is free, on the gRPC port)
 //! must answer within 100 ms.
 
+#![allow(clippy::disallowed_methods, reason = "tests start plain tasks")]
+
 mod common;
 
-use std::{
-    net::SocketAddr,
-    time::{Duration, Instant},
-};
+use std::{net::SocketAddr, time::Duration};
 
 use itnio_otp_grpc::{
     config::ServeConfig,
@@ -16,7 +15,6 @@ use itnio_otp_grpc::{
         self as pb, app_service_client::AppServiceClient,
         record_service_client::RecordServiceClient, watch_record_request::Selector,
     },
-    sandbox::{Sandbox, SandboxConfig},
     server::{self, Listeners},
 };
 use tokio::{
@@ -24,6 +22,7 @@ use tokio::{
     net::{TcpListener, TcpStream},
     sync::oneshot,
     task::JoinHandle,
+    time::Instant,
 };
 use tonic::{Code, transport::Channel};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
@@ -90,15 +89,8 @@ async fn start(base_url: &str, adjust: impl FnOnce(&mut ServeConfig)) -> Running
 
 /// A sandbox on port 0 (time sped up 100×), its base URL and what stops it.
 async fn sandbox() -> (String, oneshot::Sender<()>) {
-    let mut config = SandboxConfig::new(common::API_KEY, common::API_SECRET);
-    config.speed = 100.0;
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let base_url = format!("http://{}", listener.local_addr().expect("addr"));
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(Sandbox::new(config).serve(listener, async move {
-        let _ = stopped.await;
-    }));
-    (base_url, stop)
+    let running = common::start_sandbox(common::sandbox_config()).await;
+    (running.url, running.stop)
 }
 
 /// An upstream whose record lookups hang for a minute: watches and GetRecord calls stay open.

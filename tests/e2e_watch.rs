@@ -1,5 +1,7 @@
 //! End to end: WatchRecord streams against a sandbox whose deliveries unfold over time.
 
+#![allow(clippy::disallowed_methods, reason = "tests start plain tasks")]
+
 mod common;
 
 use std::time::Duration;

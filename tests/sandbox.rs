@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::time::Duration;
 
 use itnio_otp_grpc::sandbox::{FLOW_ID_BASE, Sandbox, SandboxConfig};
@@ -37,18 +39,12 @@ struct Harness {
 }
 
 async fn start(config: SandboxConfig) -> Harness {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let sandbox = Sandbox::new(config);
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(sandbox.clone().serve(listener, async move {
-        let _ = stopped.await;
-    }));
+    let running = common::start_sandbox(config).await;
     Harness {
-        base,
+        base: running.url,
         http: reqwest::Client::new(),
-        sandbox,
-        _stop: stop,
+        sandbox: running.sandbox,
+        _stop: running.stop,
     }
 }
 
@@ -698,7 +694,7 @@ async fn a_resend_starts_afresh() {
     let expired = |id: String| {
         let h = &h;
         async move {
-            let started = std::time::Instant::now();
+            let started = tokio::time::Instant::now();
             eventually(
                 "code expiry",
                 || h.record(&id),

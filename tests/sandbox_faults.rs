@@ -3,7 +3,10 @@
 //! documented absence of bytes, or a TCP reset) on the wire, and run the endpoint's handler
 //! only where documented. The control API refuses what it cannot honour with a 400.
 
+#![allow(clippy::disallowed_methods, reason = "tests start plain tasks")]
 #![allow(clippy::unwrap_used)]
+
+mod common;
 
 use std::{io::ErrorKind, net::SocketAddr, time::Duration};
 
@@ -22,10 +25,8 @@ const SEND: &str = "POST /verification/send";
 
 /// A sandbox served by `Sandbox::serve` on port 0.
 async fn start() -> (Sandbox, SocketAddr) {
-    let sandbox = Sandbox::new(SandboxConfig::new(KEY, SECRET));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(sandbox.clone().serve(listener, std::future::pending()));
+    let config = SandboxConfig::new(KEY, SECRET);
+    let (sandbox, addr, _) = common::serve_sandbox(config, std::future::pending()).await;
     (sandbox, addr)
 }
 

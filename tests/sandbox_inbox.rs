@@ -12,7 +12,7 @@ use itnio_otp_grpc::proto::v1::{
     self as pb, Channel, FlowTrigger, MatchState, app_service_client::AppServiceClient,
     flow_service_client::FlowServiceClient, verification_service_client::VerificationServiceClient,
 };
-use itnio_otp_grpc::sandbox::{Sandbox, SandboxConfig};
+use itnio_otp_grpc::sandbox::Sandbox;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
@@ -32,15 +32,13 @@ struct Double {
 }
 
 async fn start() -> Double {
-    let mut config = SandboxConfig::new(common::API_KEY, common::API_SECRET);
-    config.speed = 100.0;
-    let sandbox = Sandbox::new(config);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sandbox_url = format!("http://{}", listener.local_addr().unwrap());
-    let (sandbox_stop, stopped) = oneshot::channel::<()>();
-    let sandbox_task = tokio::spawn(sandbox.clone().serve(listener, async move {
-        let _ = stopped.await;
-    }));
+    let common::RunningSandbox {
+        sandbox,
+        url: sandbox_url,
+        stop: sandbox_stop,
+        task: sandbox_task,
+        ..
+    } = common::start_sandbox(common::sandbox_config()).await;
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let (addr, server) = common::spawn_server(
         common::upstream_config(&format!("{sandbox_url}/otp")),

@@ -1,10 +1,14 @@
 //! The upstream client against a real HTTP server (wiremock on a random port): the exact
 //! requests it sends, how it decodes the documented replies, and where each failure lands.
 
+#![allow(clippy::disallowed_methods, reason = "tests start plain tasks")]
+
 mod common;
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use itnio_otp_grpc::upstream::{
     AppRequest, CheckRequest, ConversionRateReport, ConversionReport, Endpoint, FlowNode,
@@ -721,11 +725,10 @@ async fn caller_deadline_shorter_than_config_timeout_applies() {
 
 #[tokio::test]
 async fn refused_connection_is_connect() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    drop(listener);
+    // Held, never listening: refused, and no other test can listen on it meanwhile.
+    let (_reserved, addr) = common::sockets::refusing_addr();
     let c = UpstreamClient::new(UpstreamConfig {
-        base_url: format!("http://127.0.0.1:{port}/otp"),
+        base_url: format!("http://{addr}/otp"),
         api_key: KEY.into(),
         api_secret: SECRET.into(),
         timeout: Duration::from_secs(2),

@@ -3,6 +3,8 @@
 //! boundary. Over the cap a call fails with `ResponseTooLarge`, which reaches gRPC callers as
 //! UNAVAILABLE with reason `UPSTREAM_RESPONSE_TOO_LARGE`.
 
+#![allow(clippy::disallowed_methods, reason = "tests start plain tasks")]
+
 mod common;
 
 use std::time::Duration;

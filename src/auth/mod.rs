@@ -88,7 +88,7 @@ pub fn start(
     );
     let path = loaded.source.clone();
     let (swap, accounts) = (Arc::clone(&policy), accounts.clone());
-    tokio::spawn(watch_files(
+    crate::task::spawn(watch_files(
         "callers file",
         poll_interval,
         stop,

@@ -52,7 +52,7 @@ pub fn message(v: &Verification, attempt: Attempt, speed: f64) -> Option<Message
 pub fn follow_flow(shared: &Arc<Shared>, id: String) {
     let closed = shared.closed();
     let follower = follow(Arc::downgrade(shared), id);
-    tokio::spawn(async move {
+    crate::task::spawn(async move {
         tokio::select! {
             () = follower => {}
             () = closed => {}

@@ -122,9 +122,8 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    let future = future.instrument(tracing::Span::current());
     let context = CURRENT.try_with(Arc::clone).ok();
-    tokio::spawn(async move {
+    crate::task::spawn(async move {
         match context {
             Some(context) => CURRENT.scope(context, future).await,
             None => future.await,

@@ -1049,10 +1049,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_connection_names_its_cause() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        drop(listener);
-        let result = client(&format!("http://127.0.0.1:{port}/otp"))
+        // Bound without SO_REUSEADDR and never listening: connections are refused, and no other
+        // test can take the port meanwhile (a bound-then-dropped port-0 number can be).
+        let reserved = tokio::net::TcpSocket::new_v4().expect("socket");
+        reserved.bind(([127, 0, 0, 1], 0).into()).expect("bind");
+        let addr = reserved.local_addr().expect("addr");
+        let result = client(&format!("http://{addr}/otp"))
             .call::<IgnoredAny>(Endpoint::FlowList, None, None::<&()>, None)
             .await;
         match result {

@@ -88,7 +88,7 @@ impl PollBudget {
             ..Bucket::default()
         }));
         let taken = Arc::new(Notify::new());
-        tokio::spawn(refill(
+        crate::task::spawn(refill(
             Arc::downgrade(&bucket),
             Arc::clone(&taken),
             per_second,

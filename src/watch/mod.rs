@@ -31,7 +31,6 @@ use std::{
 use tokio::{sync::watch, time::Instant};
 use tokio_stream::Stream;
 use tonic::Status;
-use tracing::Instrument;
 
 pub use budget::PollBudget;
 
@@ -226,7 +225,10 @@ impl WatchHub {
         let (sender, receiver) = watch::channel(PollState::Pending);
         pollers.insert(key.clone(), sender.clone());
         let span = tracing::info_span!("watch", account = &*key.0);
-        tokio::spawn(poller::run(self.clone(), upstream, key, sender, watcher).instrument(span));
+        crate::task::spawn_in(
+            span,
+            poller::run(self.clone(), upstream, key, sender, watcher),
+        );
         receiver
     }
 

@@ -1,6 +1,24 @@
-//! Test harness: starts the sandbox and the real gRPC server on port 0 and hands out clients.
+//! The one test harness, shared by every test in `tests/` and by the benches in `benches/`
+//! (`#[path = "../tests/common/mod.rs"] mod common;`):
+//!
+//! - this file: the sandbox and the gRPC server in-process on port 0 ([`spawn_app`],
+//!   [`start_sandbox`], [`spawn_server`]), clients, and the fixtures every suite needs
+//!   ([`app_and_template`], [`SERVICES`]);
+//! - [`binary`]: the real binary as a child process, from a clean environment;
+//! - [`redis`]: a throwaway `redis-server` on a free loopback port;
+//! - [`sockets`]: proofs that a port is closed that no other test can falsify;
+//! - [`temp`]: temporary directories.
 
 #![allow(dead_code)]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "test harness: plain tasks for servers and log readers"
+)]
+
+pub mod binary;
+pub mod redis;
+pub mod sockets;
+pub mod temp;
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -31,6 +49,78 @@ pub const API_SECRET: &str = "test-secret";
 pub const TEST_NUMBER: &str = "+999 00 1234 5678";
 /// The known code of test numbers for a 4-digit numeric template.
 pub const TEST_CODE: &str = "1234";
+/// The health service names the server reports: the whole server (`""`) and each service.
+pub const SERVICES: [&str; 6] = [
+    "",
+    "itnio.otp.v1.AppService",
+    "itnio.otp.v1.TemplateService",
+    "itnio.otp.v1.FlowService",
+    "itnio.otp.v1.VerificationService",
+    "itnio.otp.v1.RecordService",
+];
+
+/// `cargo bench` passes `--bench`; `cargo test --all-targets` runs bench binaries without it
+/// (`test = false` does not stop an explicit `--benches`), and a minutes-long measurement is no
+/// test: say so and stop.
+pub fn under_cargo_bench() -> bool {
+    let bench = std::env::args().any(|arg| arg == "--bench");
+    if !bench {
+        eprintln!("not run: a benchmark, started by `cargo bench`, not by `cargo test`");
+    }
+    bench
+}
+
+/// An in-process sandbox serving on a loopback port until `stop` is sent or dropped.
+pub struct RunningSandbox {
+    pub sandbox: Sandbox,
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+    pub addr: SocketAddr,
+    pub stop: oneshot::Sender<()>,
+    pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Serves a sandbox made from `config` on port 0 until [`RunningSandbox::stop`] is sent.
+pub async fn start_sandbox(config: SandboxConfig) -> RunningSandbox {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let (sandbox, addr, task) = serve_sandbox(config, async move {
+        let _ = stopped.await;
+    })
+    .await;
+    RunningSandbox {
+        sandbox,
+        url: format!("http://{addr}"),
+        addr,
+        stop,
+        task,
+    }
+}
+
+/// Serves a sandbox made from `config` on port 0 until `stop` resolves (`std::future::pending()`:
+/// for as long as the runtime runs); returns it, its address and its task.
+pub async fn serve_sandbox(
+    config: SandboxConfig,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> (
+    Sandbox,
+    SocketAddr,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let sandbox = Sandbox::new(config);
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind sandbox");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(sandbox.clone().serve(listener, stop));
+    (sandbox, addr, task)
+}
+
+/// The test credentials, time sped up 100×: the sandbox most tests run against.
+pub fn sandbox_config() -> SandboxConfig {
+    let mut config = SandboxConfig::new(API_KEY, API_SECRET);
+    config.speed = 100.0;
+    config
+}
 
 /// A running sandbox + gRPC server pair.
 pub struct TestApp {
@@ -130,30 +220,26 @@ pub async fn spawn_app_custom(
     adjust_sandbox: impl FnOnce(&mut SandboxConfig),
     adjust_server: impl FnOnce(&mut ServeConfig),
 ) -> TestApp {
-    let mut config = SandboxConfig::new(API_KEY, API_SECRET);
-    config.speed = 100.0;
+    let mut config = sandbox_config();
     adjust_sandbox(&mut config);
-    let sandbox = Sandbox::new(config);
-    let sandbox_listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind sandbox");
-    let base_url = format!("http://{}", sandbox_listener.local_addr().expect("addr"));
+    let RunningSandbox {
+        sandbox,
+        url,
+        stop: sandbox_stop,
+        ..
+    } = start_sandbox(config).await;
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let (sandbox_stop_tx, sandbox_stop_rx) = oneshot::channel::<()>();
-    tokio::spawn(sandbox.clone().serve(sandbox_listener, async move {
-        let _ = sandbox_stop_rx.await;
-    }));
-    let mut server_config = upstream_config(&base_url);
+    let mut server_config = upstream_config(&url);
     adjust_server(&mut server_config);
     let (addr, server) = spawn_server(server_config, async move {
         let _ = stop_rx.await;
-        let _ = sandbox_stop_tx.send(());
+        let _ = sandbox_stop.send(());
     })
     .await;
     TestApp {
         addr,
         sandbox,
-        sandbox_url: base_url,
+        sandbox_url: url,
         channel: connect(addr).await,
         stop: Some(stop_tx),
         server: Some(server),

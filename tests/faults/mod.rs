@@ -6,8 +6,10 @@
 //! view, so "ITNIO was called exactly once" is asserted on it.
 
 #![allow(dead_code)]
-
-pub mod redis;
+#![allow(
+    clippy::disallowed_methods,
+    reason = "test harness: plain tasks for the proxy"
+)]
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -16,51 +18,17 @@ use std::{
     time::Duration,
 };
 
-use itnio_otp_grpc::sandbox::{Sandbox, SandboxConfig};
+use itnio_otp_grpc::sandbox::Sandbox;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
 };
-use tonic::transport::Channel;
 
 /// A sandbox (time sped up) on port 0 and a fault proxy in front of it.
 pub async fn sandbox_behind_proxy() -> (Sandbox, FaultProxy) {
-    let mut config = SandboxConfig::new(crate::common::API_KEY, crate::common::API_SECRET);
-    config.speed = 100.0;
-    let sandbox = Sandbox::new(config);
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let sandbox_url = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(sandbox.clone().serve(listener, std::future::pending()));
-    (sandbox, FaultProxy::start(sandbox_url).await)
-}
-
-pub async fn app_and_template(channel: &Channel) -> (String, String) {
-    let app = itnio_otp_grpc::proto::v1::app_service_client::AppServiceClient::new(channel.clone())
-        .create_app(itnio_otp_grpc::proto::v1::CreateAppRequest {
-            name: "idem-app".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("create app")
-        .into_inner()
-        .app
-        .expect("app");
-    let template = itnio_otp_grpc::proto::v1::template_service_client::TemplateServiceClient::new(
-        channel.clone(),
-    )
-    .create_template(itnio_otp_grpc::proto::v1::CreateTemplateRequest {
-        app_id: app.app_id.clone(),
-        name: "idem-tpl".into(),
-        text: "##code## is your code".into(),
-        code_length: Some(4),
-        ..Default::default()
-    })
-    .await
-    .expect("create template")
-    .into_inner()
-    .template
-    .expect("template");
-    (app.app_id, template.template_id)
+    let config = crate::common::sandbox_config();
+    let (sandbox, addr, _) = crate::common::serve_sandbox(config, std::future::pending()).await;
+    (sandbox, FaultProxy::start(format!("http://{addr}")).await)
 }
 
 /// The send endpoint, as the proxy counts it.
