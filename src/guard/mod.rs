@@ -662,13 +662,17 @@ mod tests {
     /// Admits a send the way the send pipeline does: the guard's operations in one batch (one
     /// more when another code is pending), then its decision.
     async fn admit_send(guard: &Guard, target: SendTarget) -> Result<SendDecision, GuardError> {
-        let mut check = guard.check_send(target);
-        loop {
-            let replies = run(guard, check.ops()).await?;
-            match guard.decide_send(check, &replies)? {
-                SendDecision::Count(again) => check = again,
-                decided => return Ok(decided),
+        let check = guard.check_send(target);
+        let replies = run(guard, check.ops()).await?;
+        match guard.decide_send(check, &replies)? {
+            SendDecision::Count(check) => {
+                let replies = run(guard, check.ops()).await?;
+                match guard.decide_send(check, &replies)? {
+                    SendDecision::Count(_) => panic!("the second batch decides"),
+                    decided => Ok(decided),
+                }
             }
+            decided => Ok(decided),
         }
     }
 
@@ -891,6 +895,32 @@ mod tests {
             ),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dry_run_counts_past_a_pending_send_and_a_refused_destination() {
+        let dry = guard("dry_run = true\n");
+        sent(&dry, target("app1", "+44 7400 123456"), "v1").await;
+        let check = dry.check_send(target("app1", "+44 7400 123456"));
+        let replies = run(&dry, check.ops()).await.unwrap();
+        // The pending read does not stop the batch: the three velocity counters still run.
+        assert!(
+            matches!(
+                replies.as_slice(),
+                [
+                    Reply::Read(Some(_)),
+                    Reply::Slid { .. },
+                    Reply::Slid { .. },
+                    Reply::Slid { .. }
+                ]
+            ),
+            "{replies:?}"
+        );
+        let premium = dry.check_send(target("app1", "+44 909 879 0000"));
+        assert!(!premium.ops().contains(&Op::Refuse), "{:?}", premium.ops());
+        let enforcing = guard("");
+        let premium = enforcing.check_send(target("app1", "+44 909 879 0000"));
+        assert_eq!(premium.ops(), [Op::Refuse]);
     }
 
     #[tokio::test(start_paused = true)]
