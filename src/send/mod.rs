@@ -694,9 +694,13 @@ mod tests {
             let (sends, slow) = (sends.clone(), slow.clone());
             async move { sends.run(request(1, None), slow).await }
         });
-        while slow.calls() == 0 {
+        for _ in 0..1000 {
+            if slow.calls() > 0 {
+                break;
+            }
             tokio::task::yield_now().await;
         }
+        assert_eq!(slow.calls(), 1, "the first attempt calls the upstream");
         let started = Instant::now();
         let impatient = sends
             .run(request(1, Some(Duration::from_secs(1))), slow.clone())

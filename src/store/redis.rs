@@ -48,9 +48,10 @@ return {count, ttl}
 /// from `KEYS` in order:
 /// - `c value ttl_ms`: claim (`SET NX`); a live value stops the batch;
 /// - `n window_ms limit`: fixed-window counter (as [`INCREMENT`]); past `limit` (> 0) refuses;
-/// - `s ttl_ms part whole limit enforce` (two keys): sliding window, this bucket counted, the
-///   previous one read and weighted `part / whole` rounded up (exact while count × part stays
-///   below 2^53); past `limit` stops, and refuses when `enforce` is 1;
+/// - `s ttl_ms part whole limit enforce` (two keys): sliding window, this bucket counted (its
+///   expiry set by its first increment; bucket keys are this script's alone, so no `PTTL`
+///   repair), the previous one read and weighted `part / whole` rounded up (exact while
+///   count × part stays below 2^53); past `limit` stops, and refuses when `enforce` is 1;
 /// - `r stop`: read; a value stops the batch when `stop` is 1;
 /// - `d`: delete;
 /// - `x`: refuse (a rule decided without the store).
@@ -70,6 +71,11 @@ local function count(key, window)
     ttl = tonumber(window)
   end
   return n, ttl
+end
+local function bump(key, window)
+  local n = redis.call('INCR', key)
+  if n == 1 then redis.call('PEXPIRE', key, window) end
+  return n
 end
 local function weighted(n, part, whole)
   local w = math.floor(n * part / whole)
@@ -97,7 +103,7 @@ while a <= #ARGV do
     if limit > 0 and n > limit then stop = 2 end
     a = a + 3
   elseif op == 's' then
-    local current = count(KEYS[k], ARGV[a + 1])
+    local current = bump(KEYS[k], ARGV[a + 1])
     local previous = tonumber(redis.call('GET', KEYS[k + 1]) or '0') or 0
     k = k + 2
     out[#out + 1] = {'s', current, previous}
