@@ -34,6 +34,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod guard;
+pub mod hex;
 pub mod idempotency;
 pub mod phone;
 pub mod proto;

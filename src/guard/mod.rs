@@ -27,10 +27,10 @@ use tracing::{info, warn};
 use crate::{
     caller::Caller,
     error::ServiceError,
+    hex::lower_hex,
     phone::{Country, Destination, NON_GEOGRAPHIC, NumberType},
     store::{Key, Put, SharedStore},
     telemetry::metrics,
-    upstream::sign::lower_hex,
 };
 pub use policy::{Policy, PolicyError, Rules};
 pub use records::PendingSend;
