@@ -41,6 +41,7 @@ pub mod proto;
 pub mod quota;
 pub mod reload;
 pub mod sandbox;
+pub mod secret;
 pub mod server;
 pub mod service;
 pub mod store;

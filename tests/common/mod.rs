@@ -9,7 +9,7 @@ use hyper_util::{
     rt::TokioExecutor,
 };
 use itnio_otp_grpc::{
-    config::{Secret, ServeConfig, UpstreamTarget},
+    config::{ServeConfig, UpstreamTarget},
     guard::Policy,
     phone::PhoneRules,
     proto::v1::{
@@ -18,6 +18,7 @@ use itnio_otp_grpc::{
         verification_service_client::VerificationServiceClient,
     },
     sandbox::{Sandbox, SandboxConfig},
+    secret::Secret,
     server,
     watch::WatchConfig,
 };
