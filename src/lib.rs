@@ -44,6 +44,7 @@ pub mod sandbox;
 pub mod secret;
 pub mod server;
 pub mod service;
+pub mod shutdown;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

@@ -45,12 +45,13 @@ use crate::{
         apps::AppApi, flows::FlowApi, records::RecordApi, templates::TemplateApi,
         verifications::VerificationApi,
     },
+    shutdown::stopped,
     store,
     telemetry::{self, RpcLayer},
     tls,
     transport::{self, Connections, MessageSizeLayer, StreamLayer},
     upstream::{ConcurrencyLimit, UpstreamClient, UpstreamConfig},
-    watch::{WatchHub, stopped},
+    watch::WatchHub,
 };
 
 /// Why the server could not start or stopped abnormally.

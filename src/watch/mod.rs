@@ -38,6 +38,7 @@ pub use budget::PollBudget;
 use crate::{
     error::LimitError,
     proto::v1::{Record, RecordChange, WatchRecordResponse},
+    shutdown::stopped,
     store::SharedStore,
     telemetry::metrics::StreamGauge,
     upstream::UpstreamClient,
@@ -276,12 +277,6 @@ impl Drop for WatchSlot {
             watched.remove(&self.watcher);
         }
     }
-}
-
-/// Resolves once the server's shutdown signal (a `watch` turned true) has fired.
-pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
-    // An error means the sender is gone, which only happens after shutdown began.
-    let _ = stop.wait_for(|stopped| *stopped).await;
 }
 
 /// Resolves at `deadline`, or never without one.
