@@ -36,6 +36,7 @@ pub mod fuzzing;
 pub mod guard;
 pub mod hex;
 pub mod idempotency;
+pub mod limits;
 pub mod phone;
 pub mod proto;
 pub mod quota;

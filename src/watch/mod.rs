@@ -36,7 +36,7 @@ use tracing::Instrument;
 pub use budget::PollBudget;
 
 use crate::{
-    error::LimitError,
+    limits::LimitError,
     proto::v1::{Record, RecordChange, WatchRecordResponse},
     shutdown::stopped,
     store::SharedStore,
