@@ -36,6 +36,7 @@ use tracing::Instrument;
 pub use budget::PollBudget;
 
 use crate::{
+    convert::records::WatchKey,
     limits::LimitError,
     proto::v1::{Record, RecordChange, WatchRecordResponse},
     shutdown::stopped,
@@ -90,20 +91,6 @@ impl Default for WatchConfig {
             max_records_per_caller: DEFAULT_MAX_RECORDS_PER_CALLER,
         }
     }
-}
-
-/// Which record a watch follows.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum WatchKey {
-    /// One verification, by id.
-    Verification(String),
-    /// A caller reference within an app: every attempt of a task flow.
-    Order {
-        /// The application.
-        app_id: String,
-        /// The caller's reference.
-        order_id: String,
-    },
 }
 
 /// What a poller has published so far.
