@@ -82,7 +82,16 @@
 //! ## Bounds
 //! Verifications (with their records) and inbox messages are purged after a TTL (default twice
 //! the longest code expiry) and capped, oldest evicted first (`state::Bounds`).
-
+//!
+//! ## Files
+//! Imports point down only (`tests/module_graph.rs` checks it): this file routes every endpoint
+//! to its handler; the handlers (`apps/routes.rs`, `templates/routes.rs`, `flows/routes.rs`,
+//! `verifications/routes.rs`, `records`, `callbacks`, `control`, `inbox_routes`, the `gate`)
+//! lock `state`; `state` holds the stored entities, each in its resource's `mod.rs` (`apps`,
+//! `templates`, `flows`, `verifications`) next to `inbox`, `limits`, `traffic` and `config`
+//! ([`SandboxConfig`]); those build on the leaves (`envelope`, `lenient`, `channel`, `codes`,
+//! `clock`, `faults`, `wire`). A resource's `routes.rs` is a child of its `mod.rs`, so it may
+//! build and change the entity's private fields without the entity importing its handlers.
 
 mod apps;
 mod auth;
@@ -159,32 +168,32 @@ impl Sandbox {
     fn api_routes(&self) -> Router<Arc<Shared>> {
         let gate = middleware::from_fn_with_state(self.shared.clone(), gate::gate);
         Router::new()
-            .route("/app/add", post(apps::add))
-            .route("/app/update/{appId}", put(apps::update))
-            .route("/app/details/{appId}", get(apps::details))
-            .route("/template/add", post(templates::add))
+            .route("/app/add", post(apps::routes::add))
+            .route("/app/update/{appId}", put(apps::routes::update))
+            .route("/app/details/{appId}", get(apps::routes::details))
+            .route("/template/add", post(templates::routes::add))
             .route(
                 "/template/update/{templateId}",
-                put(templates::update),
+                put(templates::routes::update),
             )
             .route(
                 "/template/details/{templateId}",
-                get(templates::details),
+                get(templates::routes::details),
             )
-            .route("/template/list", get(templates::list))
-            .route("/verification/send", post(verifications::send))
+            .route("/template/list", get(templates::routes::list))
+            .route("/verification/send", post(verifications::routes::send))
             .route(
                 "/verification/sendRule",
-                post(verifications::send_rule),
+                post(verifications::routes::send_rule),
             )
-            .route("/verification/resend", post(verifications::resend))
-            .route("/verification/verify", post(verifications::verify))
+            .route("/verification/resend", post(verifications::routes::resend))
+            .route("/verification/verify", post(verifications::routes::verify))
             .route("/verification/record/{verificationId}", get(records::by_id))
             .route("/verification/orderId/record", post(records::by_order_id))
-            .route("/flow/add", post(flows::add))
-            .route("/flow/update/{flowId}", put(flows::update))
-            .route("/flow/details/{flowId}", get(flows::details))
-            .route("/flow/list", get(flows::list))
+            .route("/flow/add", post(flows::routes::add))
+            .route("/flow/update/{flowId}", put(flows::routes::update))
+            .route("/flow/details/{flowId}", get(flows::routes::details))
+            .route("/flow/list", get(flows::routes::list))
             .route("/backfillRate", post(callbacks::backfill_rate))
             .route("/postback/backfill", post(callbacks::postback))
             .route_layer(gate)
