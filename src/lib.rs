@@ -6,6 +6,7 @@
 //!                          ├─► convert/*   proto ⇄ wire, validation with field violations
 //!                          └─► upstream/*  the signed REST client (one choke point), wire types, status codes
 //!                                 └─► HTTPS ─► ITNIO (or the in-process sandbox over loopback HTTP)
+//!  proto.rs   the generated gRPC types and the descriptor set for reflection
 //!  watch/*    WatchRecord: one shared upstream poller per watched record, fanned out to streams
 //!  sandbox/*  an emulator of the whole ITNIO OTP API; shares no types with upstream/
 //!  telemetry/* per-RPC layer (request id, access line, metrics), /metrics, log setup
@@ -16,6 +17,7 @@
 //!  accounts.rs  the ITNIO accounts by name: each call goes to its caller's account
 //!  transport/ limits of the gRPC port: connections, streams, handshake/idle timeouts, message size
 //!  tls.rs     rustls for the gRPC port (optionally mTLS), certificates reloaded on change
+//!  web.rs     gRPC-Web's CORS policy (CORS_ALLOWED_ORIGINS)
 //!  reload.rs  hot-swapped configuration: SIGHUP or a file change, a broken file keeps the old one
 //!  idempotency/  send RPCs deduplicated by request_id (AIP-155), run by service/verifications
 //!  quota.rs   per-caller sends_per_minute
@@ -23,7 +25,16 @@
 //!  phone.rs   phone numbers parsed against the numbering plans: country and number type
 //!  store/     shared state (idempotency records, quotas, poll budget): memory or Redis
 //!  config.rs  flags + environment, validated before anything listens; main.rs only wires it up
+//!  small leaves that many modules share, so none has to import another for them:
+//!    limits.rs    LimitError, a request past one of the service's own limits (error.rs maps it)
+//!    secret.rs    Secret, an API secret that never shows in Debug output or logs
+//!    shutdown.rs  `stopped`, the shutdown signal every long-lived loop selects on
+//!    hex.rs       lower_hex, for the request signature and the guard's store keys
 //! ```
+//!
+//! Arrows point down only: `server` and `config` sit on top, `error` above the modules whose
+//! failures it maps, the small leaves at the bottom. `tests/module_graph.rs` fails on any cycle
+//! between these modules (and between the files of `sandbox/`).
 
 pub mod accounts;
 pub mod auth;
