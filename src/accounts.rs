@@ -12,8 +12,8 @@ use tonic::Request;
 
 use crate::{
     caller::{Caller, DEFAULT_ACCOUNT},
-    config::Secret,
     reload::Swap,
+    secret::Secret,
     upstream::{BuildError, ConcurrencyLimit, UpstreamClient, UpstreamConfig, client::HttpVersion},
 };
 

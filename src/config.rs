@@ -6,8 +6,8 @@
 //! whose `Debug` prints a placeholder.
 
 use std::{
-    error::Error as _, ffi::OsString, fmt, net::SocketAddr, num::NonZeroUsize, path::PathBuf,
-    sync::Arc, time::Duration,
+    error::Error as _, ffi::OsString, net::SocketAddr, num::NonZeroUsize, path::PathBuf, sync::Arc,
+    time::Duration,
 };
 
 use clap::{
@@ -21,16 +21,19 @@ use crate::{
     guard::{Policy, PolicyError},
     phone::{Country, NON_GEOGRAPHIC, PhoneRules, TEST_COUNTRY},
     reload::Loaded,
+    secret::Secret,
     store::StoreConfig,
+    telemetry::logging::LogFormat,
     tls::{TlsError, TlsFiles},
     transport::TransportConfig,
-    upstream::{ConcurrencyConfig, client::HttpVersion},
+    upstream::{
+        ConcurrencyConfig,
+        base_url::{BaseUrlError, check_base_url},
+        client::HttpVersion,
+    },
     watch::WatchConfig,
     web::{AllowedOrigins, OriginsError},
 };
-
-/// The ITNIO production base URL.
-pub const DEFAULT_BASE_URL: &str = "https://api.itniotech.com/otp";
 
 /// gRPC facade for the ITNIO Tech OTP API.
 #[derive(Debug, Parser)]
@@ -47,15 +50,6 @@ pub struct Cli {
     /// use, counting a container's CPU limit (a Kubernetes `limits.cpu: "1"` gives 1).
     #[arg(long, env = "WORKER_THREADS", global = true)]
     worker_threads: Option<NonZeroUsize>,
-}
-
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
 }
 
 /// Which ITNIO API the service calls (`ITNIO_MODE`).
@@ -400,28 +394,6 @@ impl UpstreamTarget {
     }
 }
 
-/// A string that never shows up in `Debug` output or logs.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret itself, for signing only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
 /// A configuration problem, reported before anything listens.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -443,8 +415,8 @@ pub enum ConfigError {
     #[error("{0} is empty")]
     Empty(&'static str),
     /// The base URL is not an http(s) URL.
-    #[error("ITNIO_BASE_URL must start with https:// or http:// (got {0:?})")]
-    BaseUrl(String),
+    #[error(transparent)]
+    BaseUrl(#[from] BaseUrlError),
     /// `ITNIO_MODE=live` without credentials.
     #[error(
         "ITNIO_MODE=live needs ITNIO_API_KEY and ITNIO_API_SECRET_FILE (or ITNIO_API_SECRET); \
@@ -839,19 +811,6 @@ fn non_empty(value: String, what: &'static str) -> Result<String, ConfigError> {
     }
 }
 
-pub(crate) fn check_base_url(base_url: Option<String>) -> Result<String, ConfigError> {
-    let url = base_url.unwrap_or_else(|| DEFAULT_BASE_URL.to_owned());
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"));
-    match rest {
-        Some(host) if !host.is_empty() && !host.starts_with('/') => {
-            Ok(url.trim_end_matches('/').to_owned())
-        }
-        _ => Err(ConfigError::BaseUrl(url)),
-    }
-}
-
 fn at_least_one(cap: usize, what: &'static str) -> Result<usize, ConfigError> {
     if cap == 0 {
         Err(ConfigError::ZeroCap(what))
@@ -871,6 +830,7 @@ fn check_speed(speed: f64) -> Result<f64, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upstream::base_url::DEFAULT_BASE_URL;
 
     fn parse(args: &[&str]) -> Result<Command, ConfigError> {
         let mut argv = vec!["itnio-otp-grpc"];
@@ -1218,14 +1178,6 @@ mod tests {
     }
 
     #[test]
-    fn a_secret_shows_only_that_it_is_one() {
-        assert_eq!(
-            format!("{:?}", Secret::new("hunter2")),
-            "Secret(<redacted>)"
-        );
-    }
-
-    #[test]
     fn help_and_version_are_information_not_errors() {
         for flag in ["--help", "--version"] {
             assert!(
@@ -1234,19 +1186,6 @@ mod tests {
                     Err(CliError::Info(_))
                 ),
                 "{flag}"
-            );
-        }
-    }
-
-    #[test]
-    fn a_base_url_needs_a_host() {
-        for bad in ["https://", "http:///otp"] {
-            assert!(
-                matches!(
-                    check_base_url(Some(bad.into())),
-                    Err(ConfigError::BaseUrl(_))
-                ),
-                "{bad}"
             );
         }
     }

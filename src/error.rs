@@ -18,6 +18,7 @@ use crate::{
     convert::InvalidRequest,
     guard::{GuardError, GuardRefusal},
     idempotency::Lookup,
+    limits::LimitError,
     send::SendError,
     store::StoreError,
     upstream::{UpstreamError, UpstreamStatus},
@@ -69,30 +70,6 @@ impl From<GuardError> for Status {
     fn from(error: GuardError) -> Self {
         ServiceError::from(error).into()
     }
-}
-
-/// A request refused because it would go past one of this service's own limits.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LimitError {
-    /// A request message longer than `GRPC_MAX_MESSAGE_BYTES`.
-    #[error("request message larger than {limit} bytes")]
-    MessageTooLarge {
-        /// The limit in bytes.
-        limit: usize,
-    },
-    /// A request whose message did not arrive whole within `GRPC_REQUEST_BODY_TIMEOUT` of its
-    /// headers.
-    #[error("request body not received within {timeout:?}")]
-    RequestBodyTimeout {
-        /// The timeout.
-        timeout: Duration,
-    },
-    /// The caller already watches `WATCH_MAX_RECORDS_PER_CALLER` distinct records.
-    #[error("caller watches too many records")]
-    TooManyWatchedRecords {
-        /// The limit.
-        limit: usize,
-    },
 }
 
 impl From<LimitError> for Status {

@@ -23,13 +23,13 @@ use crate::convert::limits::{
     self, APP_ID_CHARS, Layout, MAX_FLOW_NODES, VERIFICATION_ID_CHARS, has_forbidden_char,
     is_token_id,
 };
+use crate::convert::records::WatchKey;
 use crate::convert::{InvalidRequest, apps, flows, records, templates, verifications};
 use crate::phone::PhoneRules;
 use crate::proto::v1 as pb;
 use crate::upstream::client::decode;
 use crate::upstream::lenient::OneOrMany;
 use crate::upstream::{App, CheckResult, Endpoint, Flow, Record, Sent, Template};
-use crate::watch::WatchKey;
 
 /// Decodes `bytes` as every reply type the client reads; only a panic is a failure.
 pub fn upstream_reply(bytes: &[u8]) {

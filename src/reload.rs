@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tracing::{error, info};
 
-use crate::watch::stopped;
+use crate::shutdown::stopped;
 
 /// A value replaced as a whole while readers keep using the snapshot they took.
 #[derive(Debug)]

@@ -10,6 +10,10 @@
 //! attaches the caller, the accounts, TLS on the gRPC listener, the optional plaintext health port
 //! and the admin port.
 //!
+//! Health says SERVING only once the phone number metadata is loaded
+//! ([`PhoneRules::warm_up`](crate::phone::PhoneRules::warm_up), on a blocking thread while the
+//! rest starts), so the first send after start is as fast as the next ones.
+//!
 //! Shutdown order: health turns NOT_SERVING and the gRPC drain starts at once; the in-process
 //! sandbox, the plaintext health port and the admin port stop only after the drain, so calls in
 //! flight finish against the sandbox, probes see NOT_SERVING and Prometheus can scrape while the
@@ -45,12 +49,13 @@ use crate::{
         apps::AppApi, flows::FlowApi, records::RecordApi, templates::TemplateApi,
         verifications::VerificationApi,
     },
+    shutdown::stopped,
     store,
     telemetry::{self, RpcLayer},
     tls,
     transport::{self, Connections, MessageSizeLayer, StreamLayer},
     upstream::{ConcurrencyLimit, UpstreamClient, UpstreamConfig},
-    watch::{WatchHub, stopped},
+    watch::WatchHub,
 };
 
 /// Why the server could not start or stopped abnormally.
@@ -151,6 +156,12 @@ pub async fn serve(
         stop_tx.send_replace(true);
     });
 
+    // The first send would load libphonenumber's metadata and compile its regular expressions
+    // (tens of ms of CPU). A blocking thread does it while the rest starts; health says SERVING
+    // only once it is done, so no caller's send pays for it.
+    let phones = config.phones;
+    let warm_up = tokio::task::spawn_blocking(move || phones.warm_up());
+
     let mode = config.upstream.mode();
     telemetry::metrics::install();
     telemetry::metrics::build_info(mode.as_str());
@@ -178,6 +189,9 @@ pub async fn serve(
         );
     }
     let (health, health_service) = tonic_health::server::health_reporter();
+    if warm_up.await.is_err() {
+        warn!("warming up the phone number metadata failed: the first send will load it");
+    }
     set_all(&health, ServingStatus::Serving).await;
     let reflection_v1 = reflection_builder()?.build_v1()?;
     let reflection_v1alpha = reflection_builder()?.build_v1alpha()?;

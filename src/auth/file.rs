@@ -31,8 +31,9 @@ use super::policy::{CallerRule, MethodPattern, Policy, normalize_subject};
 use crate::{
     accounts::AccountSpec,
     caller::{Caller, DEFAULT_ACCOUNT},
-    config::{Secret, check_base_url},
     reload::{Attempt, FileReader},
+    secret::Secret,
+    upstream::base_url::check_base_url,
 };
 
 /// A valid callers file: the access policy and the extra accounts.

@@ -6,13 +6,28 @@ use crate::{
     proto::v1::watch_record_request::Selector,
     proto::v1::{self as pb, DeliveryStatus},
     upstream as wire,
-    watch::WatchKey,
 };
 
 use super::{
     InvalidRequest, Violations, channel_from_wire, limits::MAX_ORDER_ID_CHARS, timestamp_from_wire,
     verifications::match_state_from_wire,
 };
+
+/// Which record a watch follows: what [`watch_key`] reads from a `WatchRecord` request, and
+/// what the record pollers of `watch` are keyed by (it lives here, below them, so `watch` uses
+/// `convert` and never the reverse).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum WatchKey {
+    /// One verification, by id.
+    Verification(String),
+    /// A caller reference within an app: every attempt of a task flow.
+    Order {
+        /// The application.
+        app_id: String,
+        /// The caller's reference.
+        order_id: String,
+    },
+}
 
 /// Checks a `GetRecord` request.
 pub fn get_request(req: &pb::GetRecordRequest) -> Result<(), InvalidRequest> {

@@ -33,10 +33,10 @@ use tracing::{info, warn};
 
 use crate::{
     caller::Caller,
+    hex::lower_hex,
     phone::{Country, Destination, NON_GEOGRAPHIC, NumberType},
     store::{Key, Op, Reply, SharedStore, StoreError, Write},
     telemetry::metrics,
-    upstream::sign::lower_hex,
 };
 pub use policy::{Policy, PolicyError, Rules};
 use records::PendingRecord;

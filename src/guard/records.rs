@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::{
+    hex::lower_hex,
     phone::{Country, NON_GEOGRAPHIC, NumberType},
-    upstream::sign::lower_hex,
 };
 
 /// A send's response, as returned again while it is pending.

@@ -8,7 +8,7 @@ use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
 use md5::{Digest, Md5};
 
-use super::SandboxConfig;
+use super::config::SandboxConfig;
 use super::envelope::ApiError;
 
 /// Checks one request's caller and headers against the configuration at instant `now`.

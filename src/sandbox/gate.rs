@@ -1,5 +1,7 @@
 //! The middleware in front of every API route: count the request, check the caller, and
 //! answer an injected status or fault if one is pending. Handlers only see authenticated requests.
+//! It owns [`BASE_PATHS`], the prefixes it strips to name an endpoint (the router mounts the API
+//! under each of them).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -11,7 +13,11 @@ use axum::response::{IntoResponse, Response};
 use super::envelope::envelope;
 use super::state::Shared;
 use super::traffic::Injected;
-use super::{BASE_PATHS, auth, clock};
+use super::{auth, clock};
+
+/// The base paths the API answers under besides the bare one: the vendor's (`/otp`) and the
+/// one its Java SDK builds from its default base URL (`/v3/otp`).
+pub const BASE_PATHS: [&str; 2] = ["/otp", "/v3/otp"];
 
 /// Runs before every API handler.
 pub async fn gate(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {

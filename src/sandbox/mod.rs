@@ -82,6 +82,16 @@
 //! ## Bounds
 //! Verifications (with their records) and inbox messages are purged after a TTL (default twice
 //! the longest code expiry) and capped, oldest evicted first (`state::Bounds`).
+//!
+//! ## Files
+//! Imports point down only (`tests/module_graph.rs` checks it): this file routes every endpoint
+//! to its handler; the handlers (`apps/routes.rs`, `templates/routes.rs`, `flows/routes.rs`,
+//! `verifications/routes.rs`, `records`, `callbacks`, `control`, `inbox_routes`, the `gate`)
+//! lock `state`; `state` holds the stored entities, each in its resource's `mod.rs` (`apps`,
+//! `templates`, `flows`, `verifications`) next to `inbox`, `limits`, `traffic` and `config`
+//! ([`SandboxConfig`]); those build on the leaves (`envelope`, `lenient`, `channel`, `codes`,
+//! `clock`, `faults`, `wire`). A resource's `routes.rs` is a child of its `mod.rs`, so it may
+//! build and change the entity's private fields without the entity importing its handlers.
 
 mod apps;
 mod auth;
@@ -89,6 +99,7 @@ mod callbacks;
 mod channel;
 mod clock;
 mod codes;
+mod config;
 mod control;
 mod deliveries;
 mod envelope;
@@ -107,66 +118,19 @@ mod verifications;
 mod wire;
 
 use std::future::Future;
-use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::middleware;
 use axum::routing::{get, post, put};
 
+pub use config::{DEFAULT_MAX_INBOX_MESSAGES, DEFAULT_MAX_VERIFICATIONS, SandboxConfig};
 pub use faults::{DEFAULT_HUGE_BODY_BYTES, Fault};
+pub use gate::BASE_PATHS;
 use state::Shared;
 pub use state::{FLOW_ID_BASE, TEMPLATE_ID_BASE};
 pub use traffic::ENDPOINTS;
 use traffic::Injected;
-
-/// The base paths the API answers under besides the bare one: the vendor's (`/otp`) and the
-/// one its Java SDK builds from its default base URL (`/v3/otp`).
-pub const BASE_PATHS: [&str; 2] = ["/otp", "/v3/otp"];
-
-/// How the emulator authenticates callers and how fast emulated time runs.
-#[derive(Debug, Clone)]
-pub struct SandboxConfig {
-    pub api_key: String,
-    pub api_secret: String,
-    /// Accepted |now - Timestamp| in seconds; default 300.
-    pub clock_skew: Duration,
-    /// Durations in the emulator (delivery progress, flow waitingTime, code expiry) are divided by
-    /// this factor. 1.0 = real time; tests use e.g. 100.0 so a 30 s flow wait takes 0.3 s.
-    /// Reported timestamps stay real wall-clock times (submit time + scaled duration).
-    pub speed: f64,
-    /// If non-empty, only these client IPs are allowed; others get status "-2".
-    pub allowed_ips: Vec<IpAddr>,
-    /// How long verifications (with their records) and inbox messages are kept; `None` is
-    /// twice the longest code expiry in emulated time (2 × 60 min ÷ speed).
-    pub ttl: Option<Duration>,
-    /// At most this many verifications are kept; beyond it the oldest is evicted.
-    pub max_verifications: usize,
-    /// At most this many inbox messages are kept; beyond it the oldest is evicted.
-    pub max_inbox_messages: usize,
-}
-
-/// Default cap on stored verifications (about 60 MB at the measured ~0.6 kB each).
-pub const DEFAULT_MAX_VERIFICATIONS: usize = 100_000;
-/// Default cap on stored inbox messages.
-pub const DEFAULT_MAX_INBOX_MESSAGES: usize = 10_000;
-
-impl SandboxConfig {
-    /// A configuration with a 300 s clock skew, real-time speed and no IP allow-list.
-    pub fn new(api_key: impl Into<String>, api_secret: impl Into<String>) -> Self {
-        Self {
-            api_key: api_key.into(),
-            api_secret: api_secret.into(),
-            clock_skew: Duration::from_secs(300),
-            speed: 1.0,
-            allowed_ips: Vec::new(),
-            ttl: None,
-            max_verifications: DEFAULT_MAX_VERIFICATIONS,
-            max_inbox_messages: DEFAULT_MAX_INBOX_MESSAGES,
-        }
-    }
-}
 
 /// A handle on one emulator; clones share its state.
 #[derive(Clone)]
@@ -204,23 +168,32 @@ impl Sandbox {
     fn api_routes(&self) -> Router<Arc<Shared>> {
         let gate = middleware::from_fn_with_state(self.shared.clone(), gate::gate);
         Router::new()
-            .route("/app/add", post(apps::add))
-            .route("/app/update/{appId}", put(apps::update))
-            .route("/app/details/{appId}", get(apps::details))
-            .route("/template/add", post(templates::add))
-            .route("/template/update/{templateId}", put(templates::update))
-            .route("/template/details/{templateId}", get(templates::details))
-            .route("/template/list", get(templates::list))
-            .route("/verification/send", post(verifications::send))
-            .route("/verification/sendRule", post(verifications::send_rule))
-            .route("/verification/resend", post(verifications::resend))
-            .route("/verification/verify", post(verifications::verify))
+            .route("/app/add", post(apps::routes::add))
+            .route("/app/update/{appId}", put(apps::routes::update))
+            .route("/app/details/{appId}", get(apps::routes::details))
+            .route("/template/add", post(templates::routes::add))
+            .route(
+                "/template/update/{templateId}",
+                put(templates::routes::update),
+            )
+            .route(
+                "/template/details/{templateId}",
+                get(templates::routes::details),
+            )
+            .route("/template/list", get(templates::routes::list))
+            .route("/verification/send", post(verifications::routes::send))
+            .route(
+                "/verification/sendRule",
+                post(verifications::routes::send_rule),
+            )
+            .route("/verification/resend", post(verifications::routes::resend))
+            .route("/verification/verify", post(verifications::routes::verify))
             .route("/verification/record/{verificationId}", get(records::by_id))
             .route("/verification/orderId/record", post(records::by_order_id))
-            .route("/flow/add", post(flows::add))
-            .route("/flow/update/{flowId}", put(flows::update))
-            .route("/flow/details/{flowId}", get(flows::details))
-            .route("/flow/list", get(flows::list))
+            .route("/flow/add", post(flows::routes::add))
+            .route("/flow/update/{flowId}", put(flows::routes::update))
+            .route("/flow/details/{flowId}", get(flows::routes::details))
+            .route("/flow/list", get(flows::routes::list))
             .route("/backfillRate", post(callbacks::backfill_rate))
             .route("/postback/backfill", post(callbacks::postback))
             .route_layer(gate)

@@ -12,8 +12,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::SandboxConfig;
 use super::apps::App;
+use super::config::SandboxConfig;
 use super::flows::Flow;
 use super::inbox::Inbox;
 use super::limits::SendLog;

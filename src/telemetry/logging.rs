@@ -1,9 +1,17 @@
-//! Log setup (text for terminals, JSON for collectors) and the redaction of URLs before they are
-//! logged: `user:password@` never reaches a log line.
+//! Log setup (text for terminals, JSON for collectors; [`LogFormat`] is what `LOG_FORMAT` picks)
+//! and the redaction of URLs before they are logged: `user:password@` never reaches a log line.
 
+use clap::ValueEnum;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogFormat;
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
 
 /// Logs to stderr in `format`; `RUST_LOG` filters (default `info`).
 pub fn init(format: LogFormat) {

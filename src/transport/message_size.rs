@@ -2,8 +2,9 @@
 //!
 //! tonic checks each message's length prefix against the service's `max_decoding_message_size`
 //! before reading the message (so an oversized one is never buffered) but answers OUT_OF_RANGE.
-//! This layer, the innermost, turns exactly that answer into the status [`LimitError`] maps to,
-//! so the telemetry layer and the caller both see RESOURCE_EXHAUSTED with an `ErrorInfo`.
+//! This layer, the innermost, turns exactly that answer into the status [`LimitError`] maps to
+//! (in `error.rs`), so the telemetry layer and the caller both see RESOURCE_EXHAUSTED with an
+//! `ErrorInfo`.
 
 use std::{
     future::Future,
@@ -15,7 +16,7 @@ use tonic::{Code, Status, body::Body};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::error::LimitError;
+use crate::limits::LimitError;
 
 /// How tonic's decoder words a message over the size limit.
 const TONIC_TOO_LARGE: &str = "Error, decoded message length too large";

@@ -26,7 +26,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::connection::{Connections, StreamGuard};
-use crate::error::LimitError;
+use crate::limits::LimitError;
 
 /// Wraps the server's routes in [`StreamService`].
 #[derive(Clone)]

@@ -3,7 +3,8 @@
 //! - `client.rs` is the one choke point: signing, timeouts, the `-16` retry, logging and turning
 //!   every failure into an [`UpstreamError`].
 //! - `concurrency.rs`: the cap on calls in flight, shared by every account's client.
-//! - `sign.rs`, `status.rs`, `endpoint.rs`, `error.rs`: the pieces every call shares.
+//! - `sign.rs`, `status.rs`, `endpoint.rs`, `error.rs`: the pieces every call shares;
+//!   `base_url.rs`: the default base URL and the check of a configured one.
 //! - `apps.rs`, `templates.rs`, `flows.rs`, `verifications.rs`, `records.rs`: one file per
 //!   resource, each with its request/response types and its `impl UpstreamClient` methods.
 //! - `lenient.rs`: decoders for the vendor's loose typing (ints as strings, objects as arrays,
@@ -13,6 +14,7 @@
 //! work. These types follow the documented wire format only; the sandbox has its own on purpose.
 
 pub mod apps;
+pub mod base_url;
 pub mod client;
 pub mod concurrency;
 pub mod endpoint;

@@ -5,6 +5,8 @@
 
 use md5::{Digest, Md5};
 
+use crate::hex::lower_hex;
+
 /// Returns the 32-character lowercase hex signature for one request.
 pub fn sign(api_key: &str, api_secret: &str, timestamp: &str) -> String {
     let mut hasher = Md5::new();
@@ -12,17 +14,6 @@ pub fn sign(api_key: &str, api_secret: &str, timestamp: &str) -> String {
     hasher.update(api_secret.as_bytes());
     hasher.update(timestamp.as_bytes());
     lower_hex(&hasher.finalize())
-}
-
-/// `bytes` as lowercase hex, two digits a byte (also the guard's hashed store keys).
-pub fn lower_hex(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut hex = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        hex.push(char::from(HEX[usize::from(byte >> 4)]));
-        hex.push(char::from(HEX[usize::from(byte & 0x0f)]));
-    }
-    hex
 }
 
 #[cfg(test)]

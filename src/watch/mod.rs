@@ -35,8 +35,10 @@ use tonic::Status;
 pub use budget::PollBudget;
 
 use crate::{
-    error::LimitError,
+    convert::records::WatchKey,
+    limits::LimitError,
     proto::v1::{Record, RecordChange, WatchRecordResponse},
+    shutdown::stopped,
     store::SharedStore,
     telemetry::metrics::StreamGauge,
     upstream::UpstreamClient,
@@ -88,20 +90,6 @@ impl Default for WatchConfig {
             max_records_per_caller: DEFAULT_MAX_RECORDS_PER_CALLER,
         }
     }
-}
-
-/// Which record a watch follows.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum WatchKey {
-    /// One verification, by id.
-    Verification(String),
-    /// A caller reference within an app: every attempt of a task flow.
-    Order {
-        /// The application.
-        app_id: String,
-        /// The caller's reference.
-        order_id: String,
-    },
 }
 
 /// What a poller has published so far.
@@ -278,12 +266,6 @@ impl Drop for WatchSlot {
             watched.remove(&self.watcher);
         }
     }
-}
-
-/// Resolves once the server's shutdown signal (a `watch` turned true) has fired.
-pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
-    // An error means the sender is gone, which only happens after shutdown began.
-    let _ = stop.wait_for(|stopped| *stopped).await;
 }
 
 /// Resolves at `deadline`, or never without one.

@@ -5,10 +5,11 @@ use std::sync::Arc;
 use tokio::{sync::watch, time::Instant};
 use tracing::debug;
 
-use super::{PollState, PollerKey, WatchHub, WatchKey, Watcher, changes, stopped};
+use super::{PollState, PollerKey, WatchHub, WatchKey, Watcher, changes};
 use crate::{
     convert::records::from_wire,
     proto::v1::Record,
+    shutdown::stopped,
     telemetry::metrics::{self, PollerGauge},
     upstream::{OrderRecordRequest, UpstreamClient, UpstreamError, UpstreamStatus},
 };

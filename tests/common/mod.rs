@@ -27,7 +27,7 @@ use hyper_util::{
     rt::TokioExecutor,
 };
 use itnio_otp_grpc::{
-    config::{Secret, ServeConfig, UpstreamTarget},
+    config::{ServeConfig, UpstreamTarget},
     guard::Policy,
     phone::PhoneRules,
     proto::v1::{
@@ -36,6 +36,7 @@ use itnio_otp_grpc::{
         verification_service_client::VerificationServiceClient,
     },
     sandbox::{Sandbox, SandboxConfig},
+    secret::Secret,
     server,
     watch::WatchConfig,
 };

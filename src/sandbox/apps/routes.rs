@@ -1,17 +1,18 @@
-//! Apps (`/app/add`, `/app/update/{appId}`, `/app/details/{appId}`): containers for code
-//! expiry and period send limits. Names are unique; appIds are 8 random alphanumerics.
+//! The app endpoints (`/app/add`, `/app/update/{appId}`, `/app/details/{appId}`): what callers
+//! send, how it is checked, and the changes to the stored [`App`]s.
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use super::envelope::{self, ApiError, ApiResult, Success};
-use super::lenient::{self, opt_int, opt_text};
-use super::limits::{Limit, LimitIn};
-use super::state::{self, Shared};
-use super::{clock, codes};
+use super::App;
+use crate::sandbox::envelope::{self, ApiError, ApiResult, Success};
+use crate::sandbox::lenient::{self, opt_int, opt_text};
+use crate::sandbox::limits::{Limit, LimitIn};
+use crate::sandbox::state::{self, Shared};
+use crate::sandbox::{clock, codes};
 
 /// An app as callers send it (add and update; a repeated `appId` is ignored).
 #[derive(Debug, Deserialize)]
@@ -45,19 +46,6 @@ impl AppIn {
             phone: Limit::parse("periodPhoneSendLimit", self.period_phone_send_limit)?,
         })
     }
-}
-
-/// A stored app, in its wire shape.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct App {
-    pub name: String,
-    pub app_id: String,
-    pub period_total_send_limit: Limit,
-    pub period_phone_send_limit: Limit,
-    /// Minutes a code stays valid (emulated time).
-    pub code_expiry: i64,
-    create_time: String,
 }
 
 impl App {

@@ -1,25 +1,22 @@
-//! Templates (`/template/add`, `/template/update/{templateId}`, `/template/details/{templateId}`,
-//! `/template/list`): the message text with `##code##` and how codes are generated and spoken.
-//! Names are unique account-wide; templateIds count up from a high base (see `state`).
+//! The template endpoints (`/template/add`, `/template/update/{templateId}`,
+//! `/template/details/{templateId}`, `/template/list`): what callers send, how it is checked, and
+//! the changes to the stored [`Template`]s.
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use super::codes::CodeType;
-use super::envelope::{self, ApiError, ApiResult, Success};
-use super::lenient::{self, opt_int, opt_text};
-use super::state::{self, Shared};
+use super::{PLACEHOLDER, Template};
+use crate::sandbox::envelope::{self, ApiError, ApiResult, Success};
+use crate::sandbox::lenient::{self, opt_int, opt_text};
+use crate::sandbox::state::{self, Shared};
 
 /// The voice languages the vendor documents.
 const LANGUAGES: [&str; 14] = [
     "CN", "EN", "VN", "JP", "ARB", "DE", "IN", "IT", "KR", "RU", "ES", "PT", "IDN", "BD",
 ];
-
-/// The placeholder every template text must contain.
-pub const PLACEHOLDER: &str = "##code##";
 
 /// A template as callers send it (`appId` is read on add only; `templateId` is ignored).
 #[derive(Debug, Deserialize)]
@@ -45,35 +42,6 @@ struct TemplateIn {
     repeat_cnt: Option<i64>,
     #[serde(default, deserialize_with = "opt_text")]
     sender_id: Option<String>,
-}
-
-/// A stored template, in its wire shape.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Template {
-    pub template_id: i64,
-    pub app_id: String,
-    pub name: String,
-    text: String,
-    pub code_type: i64,
-    pub code_length: i64,
-    speech_rate: i64,
-    language: String,
-    max_duration: i64,
-    repeat_cnt: i64,
-    pub sender_id: Option<String>,
-}
-
-impl Template {
-    /// The message text, with `##code##` still in it.
-    pub fn text(&self) -> &str {
-        &self.text
-    }
-
-    /// How this template's codes are generated.
-    pub fn code_kind(&self) -> CodeType {
-        CodeType::from_wire(self.code_type).unwrap_or(CodeType::Numeric)
-    }
 }
 
 impl TemplateIn {

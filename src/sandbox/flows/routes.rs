@@ -1,18 +1,17 @@
-//! Task flows (`/flow/add`, `/flow/update/{flowId}`, `/flow/details/{flowId}`, `/flow/list`):
-//! ordered fallback nodes "if the previous attempt ended in `status`, wait `waitingTime` s,
-//! then send on `channel`". Names are unique; flowIds count up from a high base (see `state`). How a flow
-//! unfolds for one verification is in `records`.
+//! The flow endpoints (`/flow/add`, `/flow/update/{flowId}`, `/flow/details/{flowId}`,
+//! `/flow/list`): what callers send, how it is checked, and the changes to the stored [`Flow`]s.
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use super::channel::Channel;
-use super::envelope::{self, ApiError, ApiResult, Success};
-use super::lenient::{self, opt_int, opt_text};
-use super::state::{self, Shared};
+use super::{Flow, FlowNode};
+use crate::sandbox::channel::Channel;
+use crate::sandbox::envelope::{self, ApiError, ApiResult, Success};
+use crate::sandbox::lenient::{self, opt_int, opt_text};
+use crate::sandbox::state::{self, Shared};
 
 /// A flow as callers send it (a repeated `flowId` is ignored).
 #[derive(Debug, Deserialize)]
@@ -34,61 +33,6 @@ struct NodeIn {
     channel: Option<String>,
     #[serde(default, deserialize_with = "opt_int")]
     channel_cut: Option<i64>,
-}
-
-/// What must hold for a node to fire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trigger {
-    /// The previous attempt failed to send or deliver (wire 1).
-    SendFailed,
-    /// The code is not verified yet, failed checks included (wire 2).
-    NotVerified,
-}
-
-/// One validated node, in its wire shape.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct FlowNode {
-    /// Emulated seconds after the previous attempt started.
-    pub waiting_time: i64,
-    status: i64,
-    pub channel: Channel,
-    channel_cut: i64,
-}
-
-impl FlowNode {
-    pub fn trigger(&self) -> Trigger {
-        if self.status == 1 {
-            Trigger::SendFailed
-        } else {
-            Trigger::NotVerified
-        }
-    }
-
-    /// `channelCut` 1: stay on the previous attempt's channel instead of switching.
-    pub fn keeps_channel(&self) -> bool {
-        self.channel_cut == 1
-    }
-
-    /// A node as validation would make it, for other modules' tests.
-    #[cfg(test)]
-    pub fn new(waiting_time: i64, status: i64, channel: Channel, channel_cut: i64) -> Self {
-        Self {
-            waiting_time,
-            status,
-            channel,
-            channel_cut,
-        }
-    }
-}
-
-/// A stored flow, in its wire shape.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Flow {
-    pub flow_id: i64,
-    name: String,
-    pub flow: Vec<FlowNode>,
 }
 
 impl FlowIn {
@@ -189,6 +133,7 @@ fn ensure_name_free(state: &state::State, name: &str, except: Option<i64>) -> Re
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::sandbox::flows::Trigger;
 
     fn flow(json: &str) -> Result<Flow, ApiError> {
         lenient::body::<FlowIn>(json.as_bytes())?.validate()

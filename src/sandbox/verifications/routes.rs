@@ -1,5 +1,6 @@
-//! Verifications: sending codes (`/verification/send`, `/verification/sendRule`,
-//! `/verification/resend`) and checking them (`/verification/verify`).
+//! The verification endpoints: sending codes (`/verification/send`, `/verification/sendRule`,
+//! `/verification/resend`) and checking them (`/verification/verify`), each a change to the
+//! stored [`Verification`]s.
 
 use std::sync::Arc;
 
@@ -8,55 +9,19 @@ use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::channel::Channel;
-use super::codes::{self, CodeType};
-use super::envelope::{self, ApiError, ApiResult, Success};
-use super::flows::FlowNode;
-use super::lenient::{self, opt_int, opt_text};
-use super::limits::Limit;
-use super::state::{self, Bounds, Shared};
-use super::templates::PLACEHOLDER;
-use super::{clock, deliveries, records};
+use super::{Checks, Verification};
+use crate::sandbox::channel::Channel;
+use crate::sandbox::codes::{self, CodeType};
+use crate::sandbox::envelope::{self, ApiError, ApiResult, Success};
+use crate::sandbox::flows::FlowNode;
+use crate::sandbox::lenient::{self, opt_int, opt_text};
+use crate::sandbox::limits::Limit;
+use crate::sandbox::state::{self, Bounds, Shared};
+use crate::sandbox::templates::PLACEHOLDER;
+use crate::sandbox::{clock, deliveries, records};
 
 /// The text of a `sendRule` without a template.
 const DEFAULT_TEXT: &str = "Your verification code is ##code##";
-
-/// One sent code and everything needed to replay its deliveries and checks.
-#[derive(Debug, Clone)]
-pub struct Verification {
-    pub id: String,
-    pub app_id: String,
-    pub flow_id: Option<i64>,
-    /// The flow's nodes as they were at send time.
-    pub flow: Vec<FlowNode>,
-    pub to: String,
-    pub channel: Channel,
-    pub order_id: Option<String>,
-    pub template_id: Option<i64>,
-    code: String,
-    /// The template text with `##code##` replaced: what the phone shows.
-    pub text: String,
-    pub sender: String,
-    pub sent_at: DateTime<Utc>,
-    pub expires_at: DateTime<Utc>,
-    pub checks: Checks,
-}
-
-impl Verification {
-    /// The code the phone receives.
-    pub fn code(&self) -> &str {
-        &self.code
-    }
-}
-
-/// What checking the code has produced so far.
-#[derive(Debug, Clone, Default)]
-pub struct Checks {
-    /// When the code was first checked correctly.
-    pub verified_at: Option<DateTime<Utc>>,
-    /// When the code was last checked, whatever the result.
-    pub last_at: Option<DateTime<Utc>>,
-}
 
 /// `matched` values of a check.
 mod matched {
@@ -429,30 +394,6 @@ fn check(verification: &mut Verification, code: &str, now: DateTime<Utc>) -> i64
     };
     verification.checks.last_at = Some(now);
     result
-}
-
-#[cfg(test)]
-impl Verification {
-    /// A verification sent at `sent_at`, expiring 5 minutes later, without a flow.
-    pub fn sample(to: &str, channel: Channel, code: &str, sent_at: DateTime<Utc>) -> Self {
-        let text = format!("{code} is your code");
-        Self {
-            id: "22206051443051000003".into(),
-            app_id: "mRELxtHc".into(),
-            flow_id: None,
-            flow: Vec::new(),
-            to: to.into(),
-            channel,
-            order_id: None,
-            template_id: None,
-            code: code.into(),
-            text,
-            sender: String::new(),
-            sent_at,
-            expires_at: sent_at + chrono::Duration::minutes(5),
-            checks: Checks::default(),
-        }
-    }
 }
 
 #[cfg(test)]
